@@ -1,0 +1,1 @@
+"""Registered with VISSL on import."""

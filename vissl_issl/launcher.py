@@ -1,0 +1,56 @@
+"""The plugin's launcher: VISSL's ``hydra_main`` with the plugin loaded in every process.
+
+VISSL's own ``tools/run_distributed_engines.py`` spawns ranks that never import the plugin and
+passes VISSL's default hook generator; this one imports ``vissl_issl`` (the caller's module top),
+runs the plugin's config inference before launching, and uses the plugin's hook generator for
+local ranks and SLURM jobs alike.
+"""
+from typing import List
+from unittest import mock
+
+from vissl.utils import distributed_launcher
+from vissl.utils.hydra_config import (
+    compose_hydra_configuration,
+    convert_to_attrdict,
+    save_attrdict_to_disk,
+)
+
+from vissl_issl.config import infer_and_check
+from vissl_issl.hooks import hook_generator
+
+
+class SlurmJob(distributed_launcher._ResumableSlurmJob):
+    """VISSL's resumable submitit job, running with the plugin's hooks. Unpickling it in the
+    submitit process imports ``vissl_issl``, which registers the plugin there."""
+
+    def __call__(self):
+        with mock.patch.object(distributed_launcher, "default_hook_generator", hook_generator):
+            super().__call__()
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmJob(self.engine_name, self.config))
+
+
+def compose(overrides: List[str]):
+    """Compose, convert and infer a config exactly as a launch would; returns ``(args, config)``."""
+    cfg = compose_hydra_configuration(overrides)
+    args, config = convert_to_attrdict(cfg, dump_config=False)
+    infer_and_check(config)
+    return args, config
+
+
+def hydra_main(overrides: List[str]):
+    print(f"####### overrides: {overrides}")
+    args, config = compose(overrides)
+    save_attrdict_to_disk(config)
+    if config.SLURM.USE_SLURM:
+        with mock.patch.object(distributed_launcher, "_ResumableSlurmJob", SlurmJob):
+            return distributed_launcher.launch_distributed_on_slurm(cfg=config, engine_name=args.engine_name)
+    distributed_launcher.launch_distributed(
+        cfg=config,
+        node_id=args.node_id,
+        engine_name=args.engine_name,
+        hook_generator=hook_generator,
+    )
