@@ -1,1 +1,2 @@
 """Registered with VISSL on import."""
+from vissl_issl.trunks import resnet  # noqa: F401  (registers "tv_resnet")

@@ -1,0 +1,248 @@
+"""``tv_resnet`` and the dimension resizer: checkpoint compatibility with VISSL's ``resnet`` and
+with the authors' torch.hub layout, the small-image stem, feature keys, config errors."""
+import vissl_issl  # noqa: F401  (compat shims + registration)
+
+import copy
+import functools
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+import vissl.config
+import yaml
+from vissl.config import AttrDict
+from vissl.models.trunks import get_model_trunk
+from vissl.models.trunks.feature_extractor import FeatureExtractorModel
+
+from vissl_issl.trunks.resizer import BottleneckExpand
+from vissl_issl.trunks.resnet import TorchvisionResNet
+
+# 2048*512 (conv1) + 512*512*9 (conv2) + 512*8192 (conv3) + 2*(512 + 512 + 8192) (BN affine)
+RESIZER_50_TO_8192_PARAMS = 7_620_608
+
+
+@functools.lru_cache(maxsize=None)
+def default_model_config() -> Dict[str, Any]:
+    defaults = Path(vissl.config.__file__).with_name("defaults.yaml")
+    return yaml.safe_load(defaults.read_text())["config"]["MODEL"]
+
+
+def model_config(tv_resnet: Optional[Dict[str, Any]] = None, **model_overrides: Any) -> AttrDict:
+    config = AttrDict(copy.deepcopy(default_model_config()))
+    config.TRUNK.NAME = "tv_resnet"
+    if tv_resnet is not None:
+        config.TRUNK.TV_RESNET = AttrDict(tv_resnet)
+    config.update(model_overrides)
+    return config
+
+
+def tv_resnet(**block: Any) -> TorchvisionResNet:
+    return get_model_trunk("tv_resnet")(model_config(block), "tv_resnet")
+
+
+def train_bn_statistics(model: nn.Module, *inputs: Any) -> None:
+    """One train-mode pass so BN running stats differ from their init and eval mode uses them."""
+    model.train()
+    with torch.no_grad():
+        model(*inputs)
+    model.eval()
+
+
+def test_registered_name():
+    assert get_model_trunk("tv_resnet") is TorchvisionResNet
+
+
+def test_depth_50_checkpoints_interchange_with_vissl_resnet():
+    torch.manual_seed(0)
+    config = model_config({"DEPTH": 50})
+    vissl_resnet = get_model_trunk("resnet")(config, "resnet")
+    ours = get_model_trunk("tv_resnet")(config, "tv_resnet")
+    vissl_shapes = {k: v.shape for k, v in vissl_resnet.state_dict().items()}
+    our_shapes = {k: v.shape for k, v in ours.state_dict().items()}
+    assert our_shapes == vissl_shapes
+    assert ours.feat_eval_mapping == vissl_resnet.feat_eval_mapping
+
+    x = torch.randn(2, 3, 64, 64)
+    # VISSL's resnet cannot take out_feat_keys=None
+    train_bn_statistics(vissl_resnet, x, [])
+    ours.load_state_dict(vissl_resnet.state_dict(), strict=True)
+    ours.eval()
+    keys = list(vissl_resnet.feat_eval_mapping)
+    with torch.no_grad():
+        expected = vissl_resnet(x, keys)
+        actual = ours(x, keys)
+    assert len(actual) == len(keys)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-6)
+
+
+def test_resizer_widens_depth_50_to_8192_non_negative_features():
+    torch.manual_seed(0)
+    plain = tv_resnet(DEPTH=50)
+    resized = tv_resnet(DEPTH=50, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 8192})
+    extra = sum(p.numel() for p in resized.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == RESIZER_50_TO_8192_PARAMS
+    assert resized.feat_eval_mapping["resizer"] == "resizer"
+    assert list(resized._feature_blocks)[-4:] == ["layer4", "resizer", "avgpool", "flatten"]
+
+    res5avg, features = resized(torch.randn(2, 3, 64, 64), ["res5avg", "flatten"])
+    assert features.shape == (2, 8192) and res5avg.shape == (2, 8192, 1, 1)
+    assert features.min() >= 0
+
+
+def test_resizer_weights_load_into_the_hub_layout():
+    torch.manual_seed(0)
+    trunk = tv_resnet(DEPTH=50, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 8192})
+    x = torch.randn(2, 3, 64, 64)
+    train_bn_statistics(trunk, x)
+    # What the authors' hubconf loads: the fork's trunk weights, with the resizer under avgpool.0.
+    hub_state = {
+        key.replace("_feature_blocks.resizer.", "avgpool.0.").replace("_feature_blocks.", ""): value
+        for key, value in trunk.state_dict().items()
+    }
+    hub = torchvision.models.resnet50(weights=None)
+    hub.avgpool = nn.Sequential(BottleneckExpand(2048, 512, 8192), nn.AdaptiveAvgPool2d(1))
+    hub.fc = nn.Identity()
+    hub.load_state_dict(hub_state, strict=True)
+    hub.eval()
+    with torch.no_grad():
+        assert (hub(x) - trunk(x)[0]).abs().max() < 1e-4
+
+
+def reference_bottleneck_expand(block: BottleneckExpand, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode transcription of the authors' BottleneckExpand.forward with ``einops.repeat``'s
+    tile-major channel order written out."""
+
+    def bn(name: str, y: torch.Tensor) -> torch.Tensor:
+        layer = getattr(block, name)
+        shape = (1, -1, 1, 1)
+        normalized = (y - layer.running_mean.view(shape)) / torch.sqrt(layer.running_var.view(shape) + layer.eps)
+        return normalized * layer.weight.view(shape) + layer.bias.view(shape)
+
+    out = torch.relu(bn("bn1", nn.functional.conv2d(x, block.conv1.weight)))
+    out = torch.relu(bn("bn2", nn.functional.conv2d(out, block.conv2.weight, padding=1)))
+    out = bn("bn3", nn.functional.conv2d(out, block.conv3.weight))
+    tiles = out.shape[1] // x.shape[1]
+    return torch.relu(out + torch.cat([x] * tiles, dim=1))
+
+
+def test_bottleneck_expand_matches_reference_transcription():
+    torch.manual_seed(0)
+    block = BottleneckExpand(8, 4, 24)
+    x = torch.randn(3, 8, 5, 5)
+    train_bn_statistics(block, x)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), reference_bottleneck_expand(block, x))
+        # With the branch zeroed, output channel k * in + c must be relu(x[:, c]).
+        block.bn3.weight.zero_()
+        block.bn3.bias.zero_()
+        torch.testing.assert_close(block(x), torch.relu(x).repeat(1, 3, 1, 1))
+
+
+def test_bottleneck_expand_init():
+    torch.manual_seed(0)
+    block = BottleneckExpand(256, 128, 1024)
+    assert block.conv1.weight.std().item() == pytest.approx(1 / math.sqrt(128), rel=0.03)
+    for conv in (block.conv2, block.conv3):
+        fan_in = conv.weight[0].numel()
+        target_std = math.sqrt(1 / fan_in)
+        assert conv.weight.std().item() == pytest.approx(target_std, rel=0.03)
+        assert conv.weight.abs().max().item() <= 2 * target_std / 0.87962566103423978 + 1e-7
+    for bn in (block.bn1, block.bn2, block.bn3):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    assert all(conv.bias is None for conv in (block.conv1, block.conv2, block.conv3))
+
+
+@pytest.mark.parametrize("maxpool", [True, False])
+@pytest.mark.parametrize("size", [16, 32])
+def test_small_image_stem_spatial_path(maxpool: bool, size: int):
+    torch.manual_seed(0)
+    trunk = tv_resnet(DEPTH=18, SMALL_IMAGE_STEM=True, MAXPOOL=maxpool)
+    conv1 = trunk._feature_blocks["conv1"]
+    assert (conv1.kernel_size, conv1.stride, conv1.padding) == ((3, 3), (1, 1), (1, 1))
+    assert conv1.bias is None
+    assert isinstance(trunk._feature_blocks["maxpool"], nn.MaxPool2d if maxpool else nn.Identity)
+
+    x = torch.randn(2, 3, size, size)
+    # stride 1 stem, then x1/2 for the maxpool and x1/8 over layer2..layer4
+    layer4_size = (size // 2 if maxpool else size) // 8
+    (layer4,) = trunk(x, ["res5"])
+    assert layer4.shape == (2, 512, layer4_size, layer4_size)
+    res4, res5avg = trunk(x, ["res4", "res5avg"])
+    assert res4.shape == (2, 256, 2 * layer4_size, 2 * layer4_size)
+    assert res5avg.shape == (2, 512, 1, 1)
+    (flat,) = trunk(x)
+    assert flat.shape == (2, 512)
+
+
+def test_default_stem_is_torchvisions():
+    trunk = tv_resnet(DEPTH=18)
+    conv1 = trunk._feature_blocks["conv1"]
+    assert (conv1.kernel_size, conv1.stride) == ((7, 7), (2, 2))
+    assert isinstance(trunk._feature_blocks["maxpool"], nn.MaxPool2d)
+    assert "resizer" not in trunk._feature_blocks and "resizer" not in trunk.feat_eval_mapping
+
+
+def test_missing_block_defaults_to_resnet_50():
+    trunk = get_model_trunk("tv_resnet")(model_config(), "tv_resnet")
+    assert len(trunk._feature_blocks["layer3"]) == 6  # ResNet-50's (3, 4, 6, 3)
+    assert trunk._feature_blocks["layer4"][-1].conv3.out_channels == 2048
+
+
+def test_vissl_feature_extractor_runs_on_resizer_features():
+    config = model_config({"DEPTH": 18, "SMALL_IMAGE_STEM": True, "RESIZER": {"HIDDEN_DIM": 64, "OUT_DIM": 1024}})
+    config.FEATURE_EVAL_SETTINGS.LINEAR_EVAL_FEAT_POOL_OPS_MAP = [
+        ["res5", ["AdaptiveAvgPool2d", [[1, 1]]]],
+        ["resizer", ["AdaptiveAvgPool2d", [[1, 1]]]],
+    ]
+    config.FEATURE_EVAL_SETTINGS.SHOULD_FLATTEN_FEATS = True
+    extractor = FeatureExtractorModel(config)
+    res5, resizer = extractor(torch.randn(2, 3, 16, 16), ["res5", "resizer"])
+    assert res5.shape == (2, 512) and resizer.shape == (2, 1024)
+
+
+def test_activation_checkpointing_gives_the_same_output():
+    torch.manual_seed(0)
+    block = {"DEPTH": 18, "SMALL_IMAGE_STEM": True}
+    plain = get_model_trunk("tv_resnet")(model_config(block), "tv_resnet")
+    config = model_config(block)
+    config.ACTIVATION_CHECKPOINTING.USE_ACTIVATION_CHECKPOINTING = True
+    checkpointed = get_model_trunk("tv_resnet")(config, "tv_resnet")
+    checkpointed.load_state_dict(plain.state_dict())
+    assert checkpointed.use_checkpointing
+    x = torch.randn(2, 3, 16, 16)
+    expected = plain(x)[0]
+    actual = checkpointed(x.clone())[0]
+    torch.testing.assert_close(actual, expected)
+    actual.sum().backward()
+    assert checkpointed._feature_blocks["conv1"].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "block, key",
+    [
+        ({"DEPHT": 18}, "config.MODEL.TRUNK.TV_RESNET.DEPHT"),
+        ({"DEPTH": 26}, "config.MODEL.TRUNK.TV_RESNET.DEPTH"),
+        ({"DEPTH": 18, "RESIZER": {"OUT_DIM": 2048}}, "config.MODEL.TRUNK.TV_RESNET.RESIZER"),
+        ({"DEPTH": 18, "RESIZER": {"HIDDEN_DIM": 64, "OUT_DIM": 1000}}, "config.MODEL.TRUNK.TV_RESNET.RESIZER.OUT_DIM"),
+    ],
+)
+def test_config_errors_name_the_key(block: Dict[str, Any], key: str):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        tv_resnet(**block)
+
+
+def test_resizer_out_not_multiple_of_in_names_the_shapes():
+    with pytest.raises(ValueError, match="out_channels=1000.*in_channels=512"):
+        BottleneckExpand(512, 64, 1000)
+    with pytest.raises(ValueError, match=r"OUT_DIM=1000.*channel count 512"):
+        tv_resnet(DEPTH=18, RESIZER={"HIDDEN_DIM": 64, "OUT_DIM": 1000})
+
+
+def test_single_channel_input_type_is_rejected():
+    with pytest.raises(ValueError, match=r"config\.MODEL\.INPUT_TYPE"):
+        get_model_trunk("tv_resnet")(model_config({"DEPTH": 18}, INPUT_TYPE="lab"), "tv_resnet")

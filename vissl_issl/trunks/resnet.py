@@ -1,0 +1,135 @@
+"""``tv_resnet``: torchvision's ResNet as a VISSL trunk, for what VISSL's ``resnet`` cannot build.
+
+VISSL 0.1.6's ``resnet`` trunk only has depths 50/101/152/200, always uses the 7x7 stride-2 stem,
+and has no dimension resizer. The ISSL experiments need ResNet-18 with the small-image stem
+(TinyImageNet, 64 px: conv1 3x3 stride 1, maxpool kept; CIFAR-style 32 px recipes also drop the
+maxpool) and ResNet-50 with the 2048 -> 8192 resizer of the d = 8192 ImageNet checkpoints.
+
+Parameter names: the feature blocks are laid out exactly like VISSL's ``resnet`` (``conv1, bn1,
+conv1_relu, maxpool, layer1..layer4, avgpool, flatten``, same ``feat_eval_mapping``), so without
+the resizer a depth-50 ``tv_resnet`` checkpoint has the same state-dict keys and shapes as VISSL's
+``resnet`` and loads into VISSL's stock linear benchmarks, and vice versa. The resizer sits
+between layer4 and avgpool as block ``resizer`` (the authors' fork's name); renaming
+``_feature_blocks.resizer.`` to ``avgpool.0.`` and stripping ``_feature_blocks.`` gives the
+authors' torch.hub layout (torchvision ResNet with ``avgpool = Sequential(resizer, pool)``).
+
+Config: ``config.MODEL.TRUNK.TV_RESNET`` with ``DEPTH`` (18/34/50/101/152, default 50),
+``SMALL_IMAGE_STEM`` (default False), ``MAXPOOL`` (default True) and ``RESIZER`` (default null, or
+``{HIDDEN_DIM, OUT_DIM}``). VISSL's defaults have no such block: missing keys take these defaults.
+"""
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torchvision.models as models
+from vissl.config import AttrDict
+from vissl.models.model_helpers import Flatten, get_trunk_forward_outputs, transform_model_input_data_type
+from vissl.models.trunks import register_model_trunk
+
+from vissl_issl.config import ConfigError
+from vissl_issl.trunks.resizer import BottleneckExpand
+
+CONFIG_KEY = "config.MODEL.TRUNK.TV_RESNET"
+DEFAULTS: Dict[str, Any] = {"DEPTH": 50, "SMALL_IMAGE_STEM": False, "MAXPOOL": True, "RESIZER": None}
+RESIZER_KEYS = ("HIDDEN_DIM", "OUT_DIM")
+BUILDERS: Dict[int, Callable[..., models.ResNet]] = {
+    18: models.resnet18,
+    34: models.resnet34,
+    50: models.resnet50,
+    101: models.resnet101,
+    152: models.resnet152,
+}
+FEAT_EVAL_MAPPING = {
+    "conv1": "conv1_relu",
+    "res1": "maxpool",
+    "res2": "layer1",
+    "res3": "layer2",
+    "res4": "layer3",
+    "res5": "layer4",
+    "res5avg": "avgpool",
+    "flatten": "flatten",
+}
+
+
+def read_trunk_config(model_config: AttrDict) -> Dict[str, Any]:
+    """``TV_RESNET`` merged over :data:`DEFAULTS`; unknown keys raise (typos would otherwise
+    silently train the default architecture)."""
+    given: Mapping[str, Any] = model_config.TRUNK.get("TV_RESNET") or {}
+    for key in given:
+        if key not in DEFAULTS:
+            raise ConfigError(f"{CONFIG_KEY}.{key} is not a known key; known keys: {sorted(DEFAULTS)}.")
+    trunk_config = {**DEFAULTS, **given}
+    if trunk_config["DEPTH"] not in BUILDERS:
+        raise ConfigError(
+            f"{CONFIG_KEY}.DEPTH={trunk_config['DEPTH']} is not supported; use one of {sorted(BUILDERS)}."
+        )
+    resizer = trunk_config["RESIZER"]
+    if resizer is not None and sorted(resizer) != sorted(RESIZER_KEYS):
+        raise ConfigError(
+            f"{CONFIG_KEY}.RESIZER must have exactly the keys {list(RESIZER_KEYS)} (or be null); "
+            f"got {sorted(resizer)}."
+        )
+    if model_config.INPUT_TYPE not in ("rgb", "bgr"):
+        raise ConfigError(
+            f"config.MODEL.INPUT_TYPE={model_config.INPUT_TYPE!r}: tv_resnet takes 3-channel input "
+            "(rgb or bgr)."
+        )
+    return trunk_config
+
+
+def small_image_conv1() -> nn.Conv2d:
+    # Left at PyTorch's default init, as both ISSL and W-MSE do when they swap in this conv.
+    return nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+def build_resizer(in_channels: int, resizer_config: Optional[Mapping[str, int]]) -> Optional[nn.Module]:
+    if resizer_config is None:
+        return None
+    out_channels = resizer_config["OUT_DIM"]
+    if out_channels % in_channels != 0:
+        raise ConfigError(
+            f"{CONFIG_KEY}.RESIZER.OUT_DIM={out_channels} must be a multiple of the trunk's last "
+            f"channel count {in_channels} (the resizer's residual tiles its input)."
+        )
+    return BottleneckExpand(in_channels, resizer_config["HIDDEN_DIM"], out_channels)
+
+
+@register_model_trunk("tv_resnet")
+class TorchvisionResNet(nn.Module):
+    def __init__(self, model_config: AttrDict, model_name: str):
+        super().__init__()
+        self.model_config = model_config
+        trunk_config = read_trunk_config(model_config)
+        checkpointing = model_config.ACTIVATION_CHECKPOINTING
+        self.use_checkpointing = checkpointing.USE_ACTIVATION_CHECKPOINTING
+        self.num_checkpointing_splits = checkpointing.NUM_ACTIVATION_CHECKPOINTING_SPLITS
+
+        model = BUILDERS[trunk_config["DEPTH"]](weights=None)
+        blocks = [
+            ("conv1", small_image_conv1() if trunk_config["SMALL_IMAGE_STEM"] else model.conv1),
+            ("bn1", model.bn1),
+            ("conv1_relu", model.relu),
+            ("maxpool", model.maxpool if trunk_config["MAXPOOL"] else nn.Identity()),
+            ("layer1", model.layer1),
+            ("layer2", model.layer2),
+            ("layer3", model.layer3),
+            ("layer4", model.layer4),
+        ]
+        self.feat_eval_mapping = dict(FEAT_EVAL_MAPPING)
+        resizer = build_resizer(model.fc.in_features, trunk_config["RESIZER"])
+        if resizer is not None:
+            blocks.append(("resizer", resizer))
+            self.feat_eval_mapping["resizer"] = "resizer"
+        blocks += [("avgpool", model.avgpool), ("flatten", Flatten(1))]
+        self._feature_blocks = nn.ModuleDict(blocks)
+
+    def forward(self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None) -> List[torch.Tensor]:
+        return get_trunk_forward_outputs(
+            feat=transform_model_input_data_type(x, self.model_config.INPUT_TYPE),
+            # an empty list means "the last block"; VISSL's mapping step cannot take None
+            out_feat_keys=out_feat_keys or [],
+            feature_blocks=self._feature_blocks,
+            feature_mapping=self.feat_eval_mapping,
+            use_checkpointing=self.use_checkpointing,
+            checkpointing_splits=self.num_checkpointing_splits,
+        )
