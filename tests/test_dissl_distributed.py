@@ -46,13 +46,13 @@ def logits(model: nn.Module, crop_major_features: torch.Tensor) -> Tuple[torch.T
 
 
 def make_loss():
-    return build_loss(
-        {"name": "dissl_loss", "num_crops": NUM_CROPS, "num_classes": NUM_CLASSES, "crops_for_teacher": CROPS_FOR_TEACHER}
-    )
+    block = {"num_crops": NUM_CROPS, "num_classes": NUM_CLASSES, "crops_for_teacher": CROPS_FOR_TEACHER}
+    return build_loss({"name": "dissl_loss", **block})
 
 
 def marginal_entropy(teacher_logits: torch.Tensor) -> torch.Tensor:
-    probs = (teacher_logits / TEMPERATURE_TEACHER).softmax(-1).view(len(CROPS_FOR_TEACHER), -1, NUM_CLASSES)
+    probs = (teacher_logits / TEMPERATURE_TEACHER).softmax(-1)
+    probs = probs.view(len(CROPS_FOR_TEACHER), -1, NUM_CLASSES)
     return entropy(global_marginal(probs)).mean()
 
 
@@ -75,9 +75,11 @@ def worker(rank: int, init_method: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=2)
     try:
         dissl = make_loss()
+        even = make_features(sum(EVEN_SPLIT))
+        uneven = make_features(sum(UNEVEN_SPLIT))
         results = {
-            "even": ddp_run(make_features(sum(EVEN_SPLIT)), EVEN_SPLIT, lambda t, s: dissl([t, s], None)),
-            "uneven": ddp_run(make_features(sum(UNEVEN_SPLIT)), UNEVEN_SPLIT, lambda t, s: marginal_entropy(t)),
+            "even": ddp_run(even, EVEN_SPLIT, lambda t, s: dissl([t, s], None)),
+            "uneven": ddp_run(uneven, UNEVEN_SPLIT, lambda t, s: marginal_entropy(t)),
         }
         torch.save(results, Path(out_dir) / f"{rank}.pt")
     finally:

@@ -48,8 +48,10 @@ def naive_dissl(
     lambda_maximality: float = 2.3,
 ) -> torch.Tensor:
     """Straight transcription of the DISSL equation, in float64, one pair at a time."""
-    teacher = [torch.softmax(x.double() / temperature_teacher, -1) for x in teacher_logits.chunk(len(crops_for_teacher))]
-    student = [torch.softmax(x.double() / temperature_student, -1) for x in student_logits.chunk(num_crops)]
+    teacher_chunks = teacher_logits.double().chunk(len(crops_for_teacher))
+    student_chunks = student_logits.double().chunk(num_crops)
+    teacher = [torch.softmax(x / temperature_teacher, -1) for x in teacher_chunks]
+    student = [torch.softmax(x / temperature_student, -1) for x in student_chunks]
 
     def cross_entropy(p, q):
         return -(p * q.log()).sum(-1).mean()
@@ -82,7 +84,7 @@ def test_matches_naive_formula_and_gradients(num_crops, crops_for_teacher):
     loss_fn = make_loss(num_crops=num_crops, crops_for_teacher=crops_for_teacher)
     teacher, student = random_logits(len(crops_for_teacher), num_crops, BLOCK["num_classes"])
     loss = loss_fn([teacher, student], None)
-    expected = naive_dissl(teacher, student, crops_for_teacher, num_crops, beta=BLOCK["beta_det_inv"])
+    expected = naive_dissl(teacher, student, crops_for_teacher, num_crops, BLOCK["beta_det_inv"])
 
     assert loss.dtype == torch.float32 and loss.shape == ()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
@@ -99,7 +101,8 @@ def test_low_precision_logits_give_fp32_loss(dtype):
     loss = loss_fn([teacher, student], None)
     assert loss.dtype == torch.float32
     # Only the logits' rounding may differ: the computation itself must run in fp32.
-    torch.testing.assert_close(loss, loss_fn([teacher.float(), student.float()], None), rtol=0, atol=1e-6)
+    upcast = loss_fn([teacher.float(), student.float()], None)
+    torch.testing.assert_close(loss, upcast, rtol=0, atol=1e-6)
     fp32_teacher, fp32_student = random_logits(2, 6, 7)
     torch.testing.assert_close(loss, loss_fn([fp32_teacher, fp32_student], None), rtol=0, atol=0.1)
 
@@ -123,14 +126,16 @@ def test_beta_warmup_schedule_and_counter():
             loss = loss_fn([teacher, student], None)
         return loss
 
+    def assert_uses_beta(loss: torch.Tensor, expected_beta: float) -> None:
+        expected = naive_dissl(teacher, student, [0, 1], 2, beta=expected_beta)
+        torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+
     assert float(loss_fn.current_beta()) == pytest.approx(lam)
-    loss = forwards(1)
-    torch.testing.assert_close(loss.double(), naive_dissl(teacher, student, [0, 1], 2, beta=lam), rtol=1e-5, atol=1e-5)
+    assert_uses_beta(forwards(1), lam)
     forwards(4)
     mid = lam + (beta - lam) * 0.5
     assert float(loss_fn.current_beta()) == pytest.approx(mid)
-    loss = forwards(1)
-    torch.testing.assert_close(loss.double(), naive_dissl(teacher, student, [0, 1], 2, beta=mid), rtol=1e-5, atol=1e-5)
+    assert_uses_beta(forwards(1), mid)
 
     loss_fn.eval()
     forwards(3)
@@ -242,38 +247,34 @@ def test_infer_config_fills_defaults_and_accepts_consistent_values():
     DISSLLoss.infer_config(config)  # idempotent: an explicit matching HEAD_CROPS is accepted
 
 
-def set_key(path: str, value):
-    def mutate(config: AttrDict) -> None:
-        *parents, last = path.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[last] = value
-
-    return mutate
+ONE_MODULE_HEAD = [["mlp", {"dims": [32, 16]}]]
 
 
 @pytest.mark.parametrize(
-    "mutate, keys",
+    "path, value, also_named",
     [
-        (set_key("LOSS.dissl_loss.temperature", 0.1), ["config.LOSS.dissl_loss.temperature"]),
-        (set_key("LOSS.dissl_loss.num_crops", 8), ["config.LOSS.dissl_loss.num_crops", "config.DATA.TRAIN.TRANSFORMS"]),
-        (set_key("LOSS.dissl_loss.crops_for_teacher", [0]), ["config.LOSS.dissl_loss.crops_for_teacher"]),
-        (set_key("LOSS.dissl_loss.crops_for_teacher", [1, 1]), ["config.LOSS.dissl_loss.crops_for_teacher"]),
-        (set_key("LOSS.dissl_loss.crops_for_teacher", [0, 6]), ["config.LOSS.dissl_loss.crops_for_teacher"]),
-        (set_key("LOSS.dissl_loss.num_classes", 32), ["config.LOSS.dissl_loss.num_classes", "config.MODEL.HEAD.PARAMS"]),
-        (set_key("MODEL.HEAD.PARAMS", [[["mlp", {"dims": [32, 16]}]]]), ["config.MODEL.HEAD.PARAMS"]),
-        (set_key("MODEL.HEAD.PARAMS", [["mlp", {"dims": [32, 16]}]] * 3), ["config.MODEL.HEAD.PARAMS"]),
-        (set_key("MODEL.HEAD.PARAMS", [["mlp", {"dims": [32, 16]}], ["mlp", {"dims": [32, 8]}]]), ["config.MODEL.HEAD.PARAMS"]),
-        (set_key("MODEL.BASE_MODEL_NAME", "multi_input_output_model"), ["config.MODEL.BASE_MODEL_NAME"]),
-        (set_key("DATA.TRAIN.COLLATE_FUNCTION", "simclr_collator"), ["config.DATA.TRAIN.COLLATE_FUNCTION"]),
-        (set_key("MODEL.HEAD_CROPS", [[0, 1], [0, 1]]), ["config.MODEL.HEAD_CROPS"]),
+        ("LOSS.dissl_loss.temperature", 0.1, []),
+        ("LOSS.dissl_loss.num_crops", 8, ["config.DATA.TRAIN.TRANSFORMS"]),
+        ("LOSS.dissl_loss.crops_for_teacher", [0], []),
+        ("LOSS.dissl_loss.crops_for_teacher", [1, 1], []),
+        ("LOSS.dissl_loss.crops_for_teacher", [0, 6], []),
+        ("LOSS.dissl_loss.num_classes", 32, ["config.MODEL.HEAD.PARAMS"]),
+        ("MODEL.HEAD.PARAMS", [ONE_MODULE_HEAD], []),
+        ("MODEL.HEAD.PARAMS", [ONE_MODULE_HEAD] * 3, []),
+        ("MODEL.HEAD.PARAMS", [ONE_MODULE_HEAD, [["mlp", {"dims": [32, 8]}]]], []),
+        ("MODEL.BASE_MODEL_NAME", "multi_input_output_model", []),
+        ("DATA.TRAIN.COLLATE_FUNCTION", "simclr_collator", []),
+        ("MODEL.HEAD_CROPS", [[0, 1], [0, 1]], []),
     ],
 )
-def test_infer_config_errors_name_the_key(mutate, keys):
+def test_infer_config_errors_name_the_key(path, value, also_named):
     config = make_config()
-    mutate(config)
+    *parents, last = path.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[last] = value
     with pytest.raises(ConfigError) as error:
         DISSLLoss.infer_config(config)
-    for key in keys:
+    for key in [f"config.{path}", *also_named]:
         assert key in str(error.value)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torchvision
 import vissl.config
-import yaml
+from omegaconf import OmegaConf
 from vissl.config import AttrDict
 from vissl.models.trunks import get_model_trunk
 from vissl.models.trunks.feature_extractor import FeatureExtractorModel
@@ -23,12 +23,15 @@ from vissl_issl.trunks.resnet import TorchvisionResNet
 
 # 2048*512 (conv1) + 512*512*9 (conv2) + 512*8192 (conv3) + 2*(512 + 512 + 8192) (BN affine)
 RESIZER_50_TO_8192_PARAMS = 7_620_608
+# torchvision's resnet50 (25,557,032) without its fc (2048*1000 + 1000)
+RESNET_50_TRUNK_PARAMS = 23_508_032
 
 
 @functools.lru_cache(maxsize=None)
 def default_model_config() -> Dict[str, Any]:
-    defaults = Path(vissl.config.__file__).with_name("defaults.yaml")
-    return yaml.safe_load(defaults.read_text())["config"]["MODEL"]
+    # OmegaConf, as VISSL's hydra composition does: plain YAML reads 1e-5 as a string.
+    defaults = OmegaConf.load(Path(vissl.config.__file__).with_name("defaults.yaml"))
+    return OmegaConf.to_container(defaults.config.MODEL, resolve=True)
 
 
 def model_config(tv_resnet: Optional[Dict[str, Any]] = None, **model_overrides: Any) -> AttrDict:
@@ -66,7 +69,7 @@ def test_depth_50_checkpoints_interchange_with_vissl_resnet():
     assert our_shapes == vissl_shapes
     assert ours.feat_eval_mapping == vissl_resnet.feat_eval_mapping
 
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     # VISSL's resnet cannot take out_feat_keys=None
     train_bn_statistics(vissl_resnet, x, [])
     ours.load_state_dict(vissl_resnet.state_dict(), strict=True)
@@ -80,25 +83,21 @@ def test_depth_50_checkpoints_interchange_with_vissl_resnet():
         torch.testing.assert_close(a, e, rtol=0, atol=1e-6)
 
 
-def test_resizer_widens_depth_50_to_8192_non_negative_features():
-    torch.manual_seed(0)
-    plain = tv_resnet(DEPTH=50)
-    resized = tv_resnet(DEPTH=50, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 8192})
-    extra = sum(p.numel() for p in resized.parameters()) - sum(p.numel() for p in plain.parameters())
-    assert extra == RESIZER_50_TO_8192_PARAMS
-    assert resized.feat_eval_mapping["resizer"] == "resizer"
-    assert list(resized._feature_blocks)[-4:] == ["layer4", "resizer", "avgpool", "flatten"]
-
-    res5avg, features = resized(torch.randn(2, 3, 64, 64), ["res5avg", "flatten"])
-    assert features.shape == (2, 8192) and res5avg.shape == (2, 8192, 1, 1)
-    assert features.min() >= 0
-
-
-def test_resizer_weights_load_into_the_hub_layout():
+def test_resizer_widens_depth_50_to_8192_and_loads_into_the_hub_layout():
     torch.manual_seed(0)
     trunk = tv_resnet(DEPTH=50, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 8192})
+    assert sum(p.numel() for p in trunk.parameters()) == RESNET_50_TRUNK_PARAMS + RESIZER_50_TO_8192_PARAMS
+    assert trunk.feat_eval_mapping["resizer"] == "resizer"
+    assert list(trunk._feature_blocks)[-4:] == ["layer4", "resizer", "avgpool", "flatten"]
+
+    # 64 px leaves layer4 at 2x2, so the resizer's padded 3x3 conv is exercised.
     x = torch.randn(2, 3, 64, 64)
     train_bn_statistics(trunk, x)
+    with torch.no_grad():
+        res5avg, features = trunk(x, ["res5avg", "flatten"])
+    assert res5avg.shape == (2, 8192, 1, 1) and features.shape == (2, 8192)
+    assert features.min() >= 0
+
     # What the authors' hubconf loads: the fork's trunk weights, with the resizer under avgpool.0.
     hub_state = {
         key.replace("_feature_blocks.resizer.", "avgpool.0.").replace("_feature_blocks.", ""): value
@@ -110,7 +109,7 @@ def test_resizer_weights_load_into_the_hub_layout():
     hub.load_state_dict(hub_state, strict=True)
     hub.eval()
     with torch.no_grad():
-        assert (hub(x) - trunk(x)[0]).abs().max() < 1e-4
+        assert (hub(x) - features).abs().max() < 1e-4
 
 
 def reference_bottleneck_expand(block: BottleneckExpand, x: torch.Tensor) -> torch.Tensor:
@@ -170,13 +169,10 @@ def test_small_image_stem_spatial_path(maxpool: bool, size: int):
     x = torch.randn(2, 3, size, size)
     # stride 1 stem, then x1/2 for the maxpool and x1/8 over layer2..layer4
     layer4_size = (size // 2 if maxpool else size) // 8
-    (layer4,) = trunk(x, ["res5"])
-    assert layer4.shape == (2, 512, layer4_size, layer4_size)
-    res4, res5avg = trunk(x, ["res4", "res5avg"])
+    res4, layer4, res5avg = trunk(x, ["res4", "res5", "res5avg"])
     assert res4.shape == (2, 256, 2 * layer4_size, 2 * layer4_size)
+    assert layer4.shape == (2, 512, layer4_size, layer4_size)
     assert res5avg.shape == (2, 512, 1, 1)
-    (flat,) = trunk(x)
-    assert flat.shape == (2, 512)
 
 
 def test_default_stem_is_torchvisions():
@@ -185,6 +181,8 @@ def test_default_stem_is_torchvisions():
     assert (conv1.kernel_size, conv1.stride) == ((7, 7), (2, 2))
     assert isinstance(trunk._feature_blocks["maxpool"], nn.MaxPool2d)
     assert "resizer" not in trunk._feature_blocks and "resizer" not in trunk.feat_eval_mapping
+    (features,) = trunk(torch.randn(2, 3, 16, 16))  # no keys: the last block
+    assert features.shape == (2, 512)
 
 
 def test_missing_block_defaults_to_resnet_50():

@@ -8,10 +8,13 @@ local ranks and SLURM jobs alike.
 from typing import List
 from unittest import mock
 
+from omegaconf import OmegaConf
+from vissl.config import AttrDict, check_cfg_version
 from vissl.utils import distributed_launcher
 from vissl.utils.hydra_config import (
     compose_hydra_configuration,
-    convert_to_attrdict,
+    convert_fsdp_dtypes,
+    infer_and_assert_hydra_config,
     save_attrdict_to_disk,
 )
 
@@ -33,18 +36,24 @@ class SlurmJob(distributed_launcher._ResumableSlurmJob):
         return submitit.helpers.DelayedSubmission(SlurmJob(self.engine_name, self.config))
 
 
-def compose(overrides: List[str]):
-    """Compose, convert and infer a config exactly as a launch would; returns ``(args, config)``."""
-    cfg = compose_hydra_configuration(overrides)
-    args, config = convert_to_attrdict(cfg, dump_config=False)
+def compose(overrides: List[str], dump_config: bool = False):
+    """VISSL's ``convert_to_attrdict`` steps with the plugin's inference added before the
+    ``train_config.yaml`` dump (which must precede VISSL's FSDP dtype conversion).
+    Returns ``(args, config)`` like VISSL's."""
+    args = AttrDict(OmegaConf.to_container(compose_hydra_configuration(overrides)))
+    check_cfg_version(args)
+    config = args.config
+    infer_and_assert_hydra_config(config)
     infer_and_check(config)
+    if dump_config:
+        save_attrdict_to_disk(config)
+    convert_fsdp_dtypes(config)
     return args, config
 
 
 def hydra_main(overrides: List[str]):
     print(f"####### overrides: {overrides}")
-    args, config = compose(overrides)
-    save_attrdict_to_disk(config)
+    args, config = compose(overrides, dump_config=True)
     if config.SLURM.USE_SLURM:
         with mock.patch.object(distributed_launcher, "_ResumableSlurmJob", SlurmJob):
             return distributed_launcher.launch_distributed_on_slurm(cfg=config, engine_name=args.engine_name)

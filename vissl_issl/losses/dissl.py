@@ -150,6 +150,9 @@ class DISSLLoss(ClassyLoss):
         self.warmup_beta_iters = warmup_beta_iters
         # A buffer, so VISSL checkpoints it with the loss ("loss" key) and AUTO_RESUME restores it.
         self.register_buffer("num_iteration", torch.zeros((), dtype=torch.long))
+        # On the loss's device: indexing a CUDA tensor with a Python list would sync with the host.
+        index = torch.tensor(self.crops_for_teacher)
+        self.register_buffer("teacher_crop_index", index, persistent=False)
 
     @classmethod
     def from_config(cls, loss_config: Mapping[str, Any]) -> "DISSLLoss":
@@ -172,11 +175,14 @@ class DISSLLoss(ClassyLoss):
         check_known_keys(block)
         for key, value in DEFAULTS.items():
             block.setdefault(key, value)
-        fill_or_check(block, "num_crops", count_crops(config.DATA.TRAIN.TRANSFORMS), "config.DATA.TRAIN.TRANSFORMS")
+        num_crops = count_crops(config.DATA.TRAIN.TRANSFORMS)
+        fill_or_check(block, "num_crops", num_crops, "config.DATA.TRAIN.TRANSFORMS")
         check_crops_for_teacher(block.crops_for_teacher, block.num_crops)
-        fill_or_check(block, "num_classes", heads_num_classes(config.MODEL.HEAD.PARAMS), "config.MODEL.HEAD.PARAMS")
-        require(config.MODEL.BASE_MODEL_NAME, "heads_on_crops_model", "config.MODEL.BASE_MODEL_NAME")
-        require(config.DATA.TRAIN.COLLATE_FUNCTION, "multicrop_collator", "config.DATA.TRAIN.COLLATE_FUNCTION")
+        num_classes = heads_num_classes(config.MODEL.HEAD.PARAMS)
+        fill_or_check(block, "num_classes", num_classes, "config.MODEL.HEAD.PARAMS")
+        model, collator = config.MODEL.BASE_MODEL_NAME, config.DATA.TRAIN.COLLATE_FUNCTION
+        require(model, "heads_on_crops_model", "config.MODEL.BASE_MODEL_NAME")
+        require(collator, "multicrop_collator", "config.DATA.TRAIN.COLLATE_FUNCTION")
         head_crops = [list(block.crops_for_teacher), None]
         if config.MODEL.get("HEAD_CROPS") is None:
             config.MODEL.HEAD_CROPS = head_crops
@@ -209,13 +215,15 @@ class DISSLLoss(ClassyLoss):
         teacher_logits, student_logits = output
         self.check_shapes(teacher_logits, student_logits)
         n_t, classes = len(self.crops_for_teacher), self.num_classes
-        teacher = teacher_logits.float().view(n_t, -1, classes) / self.temperature_teacher
-        student = student_logits.float().view(self.num_crops, -1, classes) / self.temperature_student
+        teacher = teacher_logits.float().reshape(n_t, -1, classes) / self.temperature_teacher
+        student = student_logits.float().reshape(self.num_crops, -1, classes)
+        student = student / self.temperature_student
         t = teacher.softmax(dim=-1)
         log_t = F.log_softmax(teacher, dim=-1)
         log_s = F.log_softmax(student, dim=-1)
 
-        distillation = cross_entropy_to_other_crops(t.detach(), log_s, log_s[self.crops_for_teacher])
+        same_crop_log_s = log_s.index_select(0, self.teacher_crop_index)
+        distillation = cross_entropy_to_other_crops(t, log_s, same_crop_log_s)
         maximality = entropy(global_marginal(t)).mean()
         det_inv = cross_entropy_to_other_crops(t, log_t, log_t)
 
@@ -227,4 +235,3 @@ class DISSLLoss(ClassyLoss):
     def __repr__(self) -> str:
         params = {k: getattr(self, k) for k in DEFAULTS}
         return pprint.pformat({"name": self._get_name(), **params}, indent=2)
-

@@ -1,0 +1,47 @@
+"""Shared helpers: run the plugin launcher as a user would, in a fresh process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = REPO / "tools" / "run_distributed_engines.py"
+
+# A few-second DISSL run on the embedded digits: 64 images, batch 16 per rank, deterministic views
+# (two copies of each image) so that runs can be compared bit for bit.
+TINY_DISSL = [
+    "config=pretrain/dissl/dissl_resnet18_digits",
+    "config.DATA.TRAIN.DATA_LIMIT=64",
+    "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+    "config.DATA.NUM_DATALOADER_WORKERS=0",
+    "config.DATA.TRAIN.TRANSFORMS=[{name:ImgReplicatePil,num_times:2},{name:ToTensor}]",
+    "config.LOG_FREQUENCY=1",
+    "config.CHECKPOINT.CHECKPOINT_FREQUENCY=1",
+]
+
+
+def launch(overrides: List[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, str(LAUNCHER), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def logged(checkpoint_dir: Path) -> List[dict]:
+    lines = (checkpoint_dir / "stdout.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture
+def run_launcher(tmp_path):
+    def run(overrides: List[str], name: str = "run") -> Path:
+        checkpoint_dir = tmp_path / name
+        result = launch([*TINY_DISSL, f"config.CHECKPOINT.DIR={checkpoint_dir}", *overrides], tmp_path)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return checkpoint_dir
+
+    return run

@@ -1,0 +1,63 @@
+"""DISSL trains through tools/run_distributed_engines.py on 1 and 2 CPU processes, and AUTO_RESUME
+continues a checkpointed run exactly where it stopped."""
+import math
+import shutil
+
+import torch
+
+from conftest import logged
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_same_tensors(a, b, path=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_one_process_trains_and_writes_a_final_checkpoint(run_launcher):
+    out = run_launcher(["config.OPTIMIZER.num_epochs=1"])
+    losses = [r["loss"] for r in logged(out) if "loss" in r]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # 64 images / 16 per step
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
+    assert "num_crops: 2" in (out / "train_config.yaml").read_text()  # plugin inference was saved
+
+
+def test_two_processes_spawn_with_the_plugin_loaded(run_launcher):
+    out = run_launcher(["config.OPTIMIZER.num_epochs=1", "config.DISTRIBUTED.NUM_PROC_PER_NODE=2"])
+    records = logged(out)
+    assert [r["iter"] for r in records if "loss" in r][-1] == 1  # 64 images / (2 ranks x 16) - 1
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
+
+
+def test_auto_resume_continues_at_the_right_iteration_with_identical_state(run_launcher, tmp_path):
+    two_epochs = ["config.OPTIMIZER.num_epochs=2"]
+    straight = run_launcher(two_epochs, name="straight")
+    # Simulate a job killed after the first epoch: only the epoch-1 checkpoint is left.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(straight / "model_phase0.torch", resumed / "model_phase0.torch")
+    shutil.copy(straight / "model_phase0.torch", resumed / "checkpoint.torch")
+    run_launcher(two_epochs, name="resumed")
+
+    iterations = [r["iter"] for r in logged(resumed) if "loss" in r]
+    assert iterations[0] == 4  # picks up after the 4 iterations of epoch 1
+    final = "model_final_checkpoint_phase1.torch"
+    a, b = load(straight / final), load(resumed / final)
+    assert a["train_phase_idx"] == b["train_phase_idx"] == 1 and a["iteration"] == b["iteration"] == 8
+    a, b = a["classy_state_dict"], b["classy_state_dict"]
+    assert_same_tensors(a["base_model"], b["base_model"])  # model weights and BN statistics
+    assert_same_tensors(a["optimizer"], b["optimizer"])  # Adam moments and step counts
+    assert_same_tensors(a["loss"], b["loss"])  # the loss's iteration counter
