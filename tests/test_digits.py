@@ -29,7 +29,11 @@ def source_config(split: str = "TRAIN", **split_keys) -> AttrDict:
 
 def build_source(split: str = "TRAIN", **split_keys) -> digits.DigitsDataset:
     return digits.DigitsDataset(
-        source_config(split, **split_keys), path="", split=split, dataset_name="sklearn_digits", data_source="sklearn_digits"
+        source_config(split, **split_keys),
+        path="",
+        split=split,
+        dataset_name=digits.DATASET_NAME,
+        data_source=digits.SOURCE_NAME,
     )
 
 
@@ -75,7 +79,7 @@ def test_images_are_rgb_at_the_configured_size(size):
     image, is_success = build_source(DIGITS_IMAGE_SIZE=size)[0]
     pixels = np.asarray(image)
     assert is_success and image.mode == "RGB" and image.size == (size, size)
-    assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])
+    assert np.array_equal(pixels, np.repeat(pixels[..., :1], 3, axis=-1))
 
 
 def test_native_size_is_the_digit_scaled_to_255():
@@ -125,7 +129,9 @@ def test_vissl_dataset_yields_sklearn_labels(tmp_path, split):
 
 
 def test_pretraining_without_label_sources_uses_sample_indices(tmp_path):
-    config = compose_benchmark(tmp_path, "config.DATA.TRAIN.LABEL_SOURCES=[]", "config.DATA.TRAIN.DIGITS_IMAGE_SIZE=24")
+    config = compose_benchmark(
+        tmp_path, "config.DATA.TRAIN.LABEL_SOURCES=[]", "config.DATA.TRAIN.DIGITS_IMAGE_SIZE=24"
+    )
     assert config.DATA.TRAIN.LABEL_TYPE == "sample_index"
     batch = first_batch(config, "TRAIN")
     assert batch["data"][0].shape[-2:] == (24, 24)
@@ -155,7 +161,9 @@ RUNNER = textwrap.dedent(
     # Guarded: VISSL's forkserver start method re-imports the main module.
     if __name__ == "__main__":
         _, config = convert_to_attrdict(compose_hydra_configuration(sys.argv[1:]))
-        launch_distributed(config, node_id=0, engine_name="train", hook_generator=vissl_issl.hooks.hook_generator)
+        launch_distributed(
+            config, node_id=0, engine_name="train", hook_generator=vissl_issl.hooks.hook_generator
+        )
     """
 )
 
@@ -181,6 +189,8 @@ def test_linear_benchmark_runs_end_to_end(tmp_path):
         [sys.executable, str(runner), *overrides], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    metrics = [json.loads(line) for line in IntegrationTestLogs(str(run_dir)).get_accuracies(from_metrics_file=True)]
-    test_top1 = [m["test_accuracy_list_meter"]["top_1"]["res5avg"] for m in metrics if "test_accuracy_list_meter" in m]
+    lines = IntegrationTestLogs(str(run_dir)).get_accuracies(from_metrics_file=True)
+    metrics = [json.loads(line) for line in lines]
+    meter = "test_accuracy_list_meter"
+    test_top1 = [m[meter]["top_1"]["res5avg"] for m in metrics if meter in m]
     assert len(test_top1) == 1 and 0.0 <= test_top1[0] <= 100.0

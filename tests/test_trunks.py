@@ -1,5 +1,6 @@
-"""``tv_resnet`` and the dimension resizer: checkpoint compatibility with VISSL's ``resnet`` and
-with the authors' torch.hub layout, the small-image stem, feature keys, config errors."""
+"""``tv_resnet``, ``resnet_resizer`` and the dimension resizer: checkpoint compatibility with
+VISSL's ``resnet`` and with the authors' torch.hub layout, ``resnet_resizer``'s init equal to
+VISSL's, the small-image stem, feature keys, config errors."""
 import vissl_issl  # noqa: F401  (compat shims + registration)
 
 import copy
@@ -18,8 +19,9 @@ from vissl.config import AttrDict
 from vissl.models.trunks import get_model_trunk
 from vissl.models.trunks.feature_extractor import FeatureExtractorModel
 
+from vissl_issl.config import ConfigError
 from vissl_issl.trunks.resizer import BottleneckExpand
-from vissl_issl.trunks.resnet import TorchvisionResNet
+from vissl_issl.trunks.resnet import ResNeXtResizer, TorchvisionResNet
 
 # 2048*512 (conv1) + 512*512*9 (conv2) + 512*8192 (conv3) + 2*(512 + 512 + 8192) (BN affine)
 RESIZER_50_TO_8192_PARAMS = 7_620_608
@@ -45,6 +47,24 @@ def model_config(tv_resnet: Optional[Dict[str, Any]] = None, **model_overrides: 
 
 def tv_resnet(**block: Any) -> TorchvisionResNet:
     return get_model_trunk("tv_resnet")(model_config(block), "tv_resnet")
+
+
+RESIZER_8192 = {"HIDDEN_DIM": 512, "OUT_DIM": 8192}
+
+
+def resnet_resizer_config(block: Optional[Dict[str, Any]] = RESIZER_8192, **resnets: Any) -> AttrDict:
+    """VISSL's defaults (``RESNETS.DEPTH`` 50) with trunk ``resnet_resizer``; ``block=None`` leaves
+    ``RESNET_RESIZER`` out."""
+    config = model_config()
+    config.TRUNK.NAME = "resnet_resizer"
+    config.TRUNK.RESNETS.update(resnets)
+    if block is not None:
+        config.TRUNK.RESNET_RESIZER = AttrDict(block)
+    return config
+
+
+def build_trunk(name: str, config: AttrDict) -> nn.Module:
+    return get_model_trunk(name)(config, name)
 
 
 def train_bn_statistics(model: nn.Module, *inputs: Any) -> None:
@@ -98,7 +118,12 @@ def test_resizer_widens_depth_50_to_8192_and_loads_into_the_hub_layout():
     assert res5avg.shape == (2, 8192, 1, 1) and features.shape == (2, 8192)
     assert features.min() >= 0
 
-    # What the authors' hubconf loads: the fork's trunk weights, with the resizer under avgpool.0.
+    assert_hub_layout_gives_the_same_features(trunk, x, features)
+
+
+def assert_hub_layout_gives_the_same_features(trunk: nn.Module, x: torch.Tensor, features: torch.Tensor) -> None:
+    """What the authors' hubconf loads: the fork's trunk weights, with the resizer under avgpool.0.,
+    strict into torchvision's resnet50, giving ``features`` on ``x`` (``trunk`` in eval mode)."""
     hub_state = {
         key.replace("_feature_blocks.resizer.", "avgpool.0.").replace("_feature_blocks.", ""): value
         for key, value in trunk.state_dict().items()
@@ -244,3 +269,71 @@ def test_resizer_out_not_multiple_of_in_names_the_shapes():
 def test_single_channel_input_type_is_rejected():
     with pytest.raises(ValueError, match=r"config\.MODEL\.INPUT_TYPE"):
         get_model_trunk("tv_resnet")(model_config({"DEPTH": 18}, INPUT_TYPE="lab"), "tv_resnet")
+
+
+def test_resnet_resizer_is_vissl_resnet_plus_the_resizer_with_the_same_init():
+    assert get_model_trunk("resnet_resizer") is ResNeXtResizer
+    config = resnet_resizer_config()
+    torch.manual_seed(0)
+    vissl_resnet = build_trunk("resnet", config)
+    torch.manual_seed(0)
+    ours = build_trunk("resnet_resizer", config)
+    assert isinstance(ours, get_model_trunk("resnet"))
+
+    vissl_state, our_state = vissl_resnet.state_dict(), ours.state_dict()
+    resizer_keys = [key for key in our_state if key.startswith("_feature_blocks.resizer.")]
+    assert resizer_keys and [key for key in our_state if key not in resizer_keys] == list(vissl_state)
+    for key, value in vissl_state.items():
+        assert torch.equal(our_state[key], value), key  # VISSL's init, not torchvision's
+    assert list(ours._feature_blocks)[-4:] == ["layer4", "resizer", "avgpool", "flatten"]
+    assert ours.feat_eval_mapping == {**vissl_resnet.feat_eval_mapping, "resizer": "resizer"}
+    resizer = ours._feature_blocks["resizer"]
+    assert isinstance(resizer, BottleneckExpand)
+    assert sum(p.numel() for p in resizer.parameters()) == RESIZER_50_TO_8192_PARAMS
+
+
+def test_resnet_resizer_features_checkpoint_and_hub_layout():
+    torch.manual_seed(0)
+    ours = build_trunk("resnet_resizer", resnet_resizer_config())
+    # 64 px leaves layer4 at 2x2, so the resizer's padded 3x3 conv is exercised.
+    x = torch.randn(2, 3, 64, 64)
+    train_bn_statistics(ours, x, [])
+    with torch.no_grad():
+        res5, resizer_out, features = ours(x, ["res5", "resizer", "flatten"])
+    assert resizer_out.shape == (2, 8192, 2, 2) and features.shape == (2, 8192)
+
+    # Its checkpoint minus the resizer loads strict into VISSL's resnet, which then gives the same
+    # layer4 output; resizer -> avgpool on top gives our features.
+    vissl_resnet = build_trunk("resnet", resnet_resizer_config())
+    vissl_resnet.load_state_dict(
+        {k: v for k, v in ours.state_dict().items() if not k.startswith("_feature_blocks.resizer.")}, strict=True
+    )
+    vissl_resnet.eval()
+    with torch.no_grad():
+        (vissl_res5,) = vissl_resnet(x, ["res5"])
+        expected = nn.functional.adaptive_avg_pool2d(ours._feature_blocks["resizer"](vissl_res5), 1).flatten(1)
+    torch.testing.assert_close(vissl_res5, res5, rtol=0, atol=1e-6)
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-6)
+
+    assert_hub_layout_gives_the_same_features(ours, x, features)
+
+
+def test_resnet_resizer_reads_its_input_width_from_layer4():
+    trunk = build_trunk("resnet_resizer", resnet_resizer_config(WIDTH_MULTIPLIER=2))
+    resizer = trunk._feature_blocks["resizer"]
+    assert resizer.conv1.in_channels == 4096 and resizer.bn3.num_features == 8192
+
+
+@pytest.mark.parametrize(
+    "block, key",
+    [
+        (None, "config.MODEL.TRUNK.RESNET_RESIZER.HIDDEN_DIM"),
+        ({"OUT_DIM": 8192}, "config.MODEL.TRUNK.RESNET_RESIZER.HIDDEN_DIM"),
+        ({"HIDDEN_DIM": 512}, "config.MODEL.TRUNK.RESNET_RESIZER.OUT_DIM"),
+        ({**RESIZER_8192, "IN_DIM": 2048}, "config.MODEL.TRUNK.RESNET_RESIZER.IN_DIM"),
+        ({"HIDDEN_DIM": 512, "OUT_DIM": 3000}, "config.MODEL.TRUNK.RESNET_RESIZER.OUT_DIM"),
+    ],
+)
+def test_resnet_resizer_config_errors_name_the_key(block: Optional[Dict[str, Any]], key: str):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_trunk("resnet_resizer", resnet_resizer_config(block))

@@ -71,7 +71,7 @@ def split_indices(split: str) -> np.ndarray:
     """Indices into ``load_digits()`` of one split, ascending and read-only."""
     labels = load_digits().target
     train, test = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=None
+        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
     )
     indices = np.sort(train if check_split(split) == "TRAIN" else test)
     indices.flags.writeable = False

@@ -1,21 +1,33 @@
-"""``tv_resnet``: torchvision's ResNet as a VISSL trunk, for what VISSL's ``resnet`` cannot build.
+"""ResNet trunks with the ISSL dimension resizer: ``tv_resnet`` and ``resnet_resizer``.
 
-VISSL 0.1.6's ``resnet`` trunk only has depths 50/101/152/200, always uses the 7x7 stride-2 stem,
-and has no dimension resizer. The ISSL experiments need ResNet-18 with the small-image stem
-(TinyImageNet, 64 px: conv1 3x3 stride 1, maxpool kept; CIFAR-style 32 px recipes also drop the
-maxpool) and ResNet-50 with the 2048 -> 8192 resizer of the d = 8192 ImageNet checkpoints.
+``resnet_resizer`` is VISSL's own ``resnet`` trunk (``ResNeXt``) with the resizer. The authors'
+VISSL fork trained the d = 8192 ImageNet ResNet-50 that way, so for fidelity the d = 8192
+recipes use it: same construction, init and forward as VISSL's ``resnet`` (conv1 and layer1-4 are
+re-created after torchvision's init loop, so they keep PyTorch's default init, not torchvision's
+kaiming init) and every ``config.MODEL.TRUNK.RESNETS`` option (depth 50/101/152/200, width
+multiplier, groups, norm, LAB input, layer4 stride). Config: ``config.MODEL.TRUNK.RESNET_RESIZER``
+with ``HIDDEN_DIM`` and ``OUT_DIM``, both required; the resizer's input is layer4's channel count
+(2048 * WIDTH_MULTIPLIER). As in VISSL's forward, padded ``MultiDimensionalTensor`` inputs are
+un-padded before ``avgpool``, i.e. after the resizer.
 
-Parameter names: the feature blocks are laid out exactly like VISSL's ``resnet`` (``conv1, bn1,
+``tv_resnet`` is torchvision's ResNet as a VISSL trunk, for what VISSL's ``resnet`` cannot build:
+depths 18/34 and the small-image stem (TinyImageNet, 64 px: conv1 3x3 stride 1, maxpool kept;
+CIFAR-style 32 px recipes also drop the maxpool), with torchvision's init as in ISSL's
+TinyImageNet code, and the resizer optional.
+
+Parameter names: both lay out their feature blocks exactly like VISSL's ``resnet`` (``conv1, bn1,
 conv1_relu, maxpool, layer1..layer4, avgpool, flatten``, same ``feat_eval_mapping``), so without
 the resizer a depth-50 ``tv_resnet`` checkpoint has the same state-dict keys and shapes as VISSL's
 ``resnet`` and loads into VISSL's stock linear benchmarks, and vice versa. The resizer sits
-between layer4 and avgpool as block ``resizer`` (the authors' fork's name); renaming
-``_feature_blocks.resizer.`` to ``avgpool.0.`` and stripping ``_feature_blocks.`` gives the
-authors' torch.hub layout (torchvision ResNet with ``avgpool = Sequential(resizer, pool)``).
+between layer4 and avgpool as block ``resizer`` (the authors' fork's name; feature key
+``resizer``); renaming ``_feature_blocks.resizer.`` to ``avgpool.0.`` and stripping
+``_feature_blocks.`` gives the authors' torch.hub layout (torchvision ResNet with
+``avgpool = Sequential(resizer, pool)``).
 
-Config: ``config.MODEL.TRUNK.TV_RESNET`` with ``DEPTH`` (18/34/50/101/152, default 50),
-``SMALL_IMAGE_STEM`` (default False), ``MAXPOOL`` (default True) and ``RESIZER`` (default null, or
-``{HIDDEN_DIM, OUT_DIM}``). VISSL's defaults have no such block: missing keys take these defaults.
+``tv_resnet`` config: ``config.MODEL.TRUNK.TV_RESNET`` with ``DEPTH`` (18/34/50/101/152, default
+50), ``SMALL_IMAGE_STEM`` (default False), ``MAXPOOL`` (default True) and ``RESIZER`` (default null,
+or ``{HIDDEN_DIM, OUT_DIM}``). VISSL's defaults have no such block: missing keys take these
+defaults.
 """
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -25,11 +37,13 @@ import torchvision.models as models
 from vissl.config import AttrDict
 from vissl.models.model_helpers import Flatten, get_trunk_forward_outputs, transform_model_input_data_type
 from vissl.models.trunks import register_model_trunk
+from vissl.models.trunks.resnext import ResNeXt
 
 from vissl_issl.config import ConfigError
 from vissl_issl.trunks.resizer import BottleneckExpand
 
 CONFIG_KEY = "config.MODEL.TRUNK.TV_RESNET"
+RESNET_RESIZER_CONFIG_KEY = "config.MODEL.TRUNK.RESNET_RESIZER"
 DEFAULTS: Dict[str, Any] = {"DEPTH": 50, "SMALL_IMAGE_STEM": False, "MAXPOOL": True, "RESIZER": None}
 RESIZER_KEYS = ("HIDDEN_DIM", "OUT_DIM")
 BUILDERS: Dict[int, Callable[..., models.ResNet]] = {
@@ -63,12 +77,8 @@ def read_trunk_config(model_config: AttrDict) -> Dict[str, Any]:
         raise ConfigError(
             f"{CONFIG_KEY}.DEPTH={trunk_config['DEPTH']} is not supported; use one of {sorted(BUILDERS)}."
         )
-    resizer = trunk_config["RESIZER"]
-    if resizer is not None and sorted(resizer) != sorted(RESIZER_KEYS):
-        raise ConfigError(
-            f"{CONFIG_KEY}.RESIZER must have exactly the keys {list(RESIZER_KEYS)} (or be null); "
-            f"got {sorted(resizer)}."
-        )
+    if trunk_config["RESIZER"] is not None:
+        trunk_config["RESIZER"] = read_resizer_config(trunk_config["RESIZER"], f"{CONFIG_KEY}.RESIZER")
     if model_config.INPUT_TYPE not in ("rgb", "bgr"):
         raise ConfigError(
             f"config.MODEL.INPUT_TYPE={model_config.INPUT_TYPE!r}: tv_resnet takes 3-channel input "
@@ -82,16 +92,44 @@ def small_image_conv1() -> nn.Conv2d:
     return nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
 
 
-def build_resizer(in_channels: int, resizer_config: Optional[Mapping[str, int]]) -> Optional[nn.Module]:
-    if resizer_config is None:
-        return None
+def read_resizer_config(given: Any, config_key: str) -> Dict[str, int]:
+    """``{HIDDEN_DIM, OUT_DIM}``, both required; a missing or unknown key raises naming
+    ``<config_key>.<KEY>``."""
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{config_key} must be a mapping with the keys {list(RESIZER_KEYS)}; got {given!r}.")
+    for key in given:
+        if key not in RESIZER_KEYS:
+            raise ConfigError(f"{config_key}.{key} is not a known key; known keys: {list(RESIZER_KEYS)}.")
+    for key in RESIZER_KEYS:
+        if given.get(key) is None:
+            raise ConfigError(f"{config_key}.{key} is required (keys: {list(RESIZER_KEYS)}).")
+    return {key: int(given[key]) for key in RESIZER_KEYS}
+
+
+def build_resizer(in_channels: int, resizer_config: Mapping[str, int], config_key: str) -> BottleneckExpand:
     out_channels = resizer_config["OUT_DIM"]
     if out_channels % in_channels != 0:
         raise ConfigError(
-            f"{CONFIG_KEY}.RESIZER.OUT_DIM={out_channels} must be a multiple of the trunk's last "
+            f"{config_key}.OUT_DIM={out_channels} must be a multiple of the trunk's last "
             f"channel count {in_channels} (the resizer's residual tiles its input)."
         )
     return BottleneckExpand(in_channels, resizer_config["HIDDEN_DIM"], out_channels)
+
+
+def insert_resizer(
+    feature_blocks: nn.ModuleDict, feat_eval_mapping: Dict[str, str], resizer: nn.Module
+) -> nn.ModuleDict:
+    """``feature_blocks`` with ``resizer`` inserted as block ``resizer`` right before ``avgpool``
+    (same module objects, new dict); adds the ``resizer`` feature key to ``feat_eval_mapping``."""
+    blocks = []
+    for name, block in feature_blocks.items():
+        if name == "avgpool":
+            blocks.append(("resizer", resizer))
+        blocks.append((name, block))
+    if "resizer" not in dict(blocks):
+        raise ValueError(f"no avgpool block to put the resizer before; blocks: {list(feature_blocks)}")
+    feat_eval_mapping["resizer"] = "resizer"
+    return nn.ModuleDict(blocks)
 
 
 @register_model_trunk("tv_resnet")
@@ -115,13 +153,12 @@ class TorchvisionResNet(nn.Module):
             ("layer3", model.layer3),
             ("layer4", model.layer4),
         ]
-        self.feat_eval_mapping = dict(FEAT_EVAL_MAPPING)
-        resizer = build_resizer(model.fc.in_features, trunk_config["RESIZER"])
-        if resizer is not None:
-            blocks.append(("resizer", resizer))
-            self.feat_eval_mapping["resizer"] = "resizer"
         blocks += [("avgpool", model.avgpool), ("flatten", Flatten(1))]
         self._feature_blocks = nn.ModuleDict(blocks)
+        self.feat_eval_mapping = dict(FEAT_EVAL_MAPPING)
+        if trunk_config["RESIZER"] is not None:
+            resizer = build_resizer(model.fc.in_features, trunk_config["RESIZER"], f"{CONFIG_KEY}.RESIZER")
+            self._feature_blocks = insert_resizer(self._feature_blocks, self.feat_eval_mapping, resizer)
 
     def forward(self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None) -> List[torch.Tensor]:
         return get_trunk_forward_outputs(
@@ -133,3 +170,20 @@ class TorchvisionResNet(nn.Module):
             use_checkpointing=self.use_checkpointing,
             checkpointing_splits=self.num_checkpointing_splits,
         )
+
+
+@register_model_trunk("resnet_resizer")
+class ResNeXtResizer(ResNeXt):
+    """VISSL's ``resnet`` trunk with the resizer between layer4 and avgpool (see the module
+    docstring); everything else, init and forward included, is VISSL's ``ResNeXt``."""
+
+    def __init__(self, model_config: AttrDict, model_name: str):
+        # Read first so a bad block fails before the (large) trunk is built.
+        resizer_config = read_resizer_config(
+            model_config.TRUNK.get("RESNET_RESIZER") or {}, RESNET_RESIZER_CONFIG_KEY
+        )
+        super().__init__(model_config, model_name)
+        # Built after the trunk, so the trunk consumes the RNG exactly as VISSL's resnet does.
+        in_channels = self._feature_blocks["layer4"][-1].conv3.out_channels  # 2048 * WIDTH_MULTIPLIER
+        resizer = build_resizer(in_channels, resizer_config, RESNET_RESIZER_CONFIG_KEY)
+        self._feature_blocks = insert_resizer(self._feature_blocks, self.feat_eval_mapping, resizer)

@@ -1,0 +1,106 @@
+"""Configs resolve from the repo root, from any directory and from a wheel install; bad DISSL
+configs fail at composition (before any process starts) with the offending key named."""
+import subprocess
+import sys
+
+import pytest
+
+import vissl_issl  # noqa: F401
+from conftest import REPO, TINY_DISSL, launch
+from vissl_issl.config import ConfigError
+from vissl_issl.launcher import compose
+
+RECIPES = [
+    "dNone_e100_m2",
+    "d8192_e100_m2",
+    "d8192_e100_m6",
+    "dNone_e400_m2",
+    "dNone_e400_m6",
+    "d8192_e400_m6",
+    "d8192_e800_m8",
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_imagenet_recipe_composes_with_the_authors_settings(recipe):
+    _, config = compose([f"config=pretrain/dissl/dissl_resnet50_{recipe}"])
+    dim, epochs, crops = recipe.split("_")
+    block = config.LOSS.dissl_loss
+    assert block.num_crops == int(crops[1:]) and block.num_classes == 16384
+    assert config.MODEL.HEAD_CROPS == [[0, 1], None]
+    assert config.OPTIMIZER.num_epochs == int(epochs[1:])
+    warmup_fraction = config.OPTIMIZER.param_schedulers.lr.lengths[0]
+    assert warmup_fraction * config.OPTIMIZER.num_epochs == pytest.approx(10)
+    assert [s["end_value"] for s in config.OPTIMIZER.param_schedulers.lr.schedulers] == [3.0, 0.0]
+    assert config.DATA.TRAIN.BATCHSIZE_PER_REPLICA * config.DISTRIBUTED.NUM_PROC_PER_NODE == 2560
+    assert config.OPTIMIZER.use_larc and config.OPTIMIZER.larc_config.trust_coefficient == 0.001
+    assert config.MODEL.AMP_PARAMS.AMP_TYPE == "pytorch" and config.MODEL.SYNC_BN_CONFIG.GROUP_SIZE == 0
+    trunk_dim = 8192 if dim == "d8192" else 2048
+    assert all(head[0][1]["dims"][0] == trunk_dim for head in config.MODEL.HEAD.PARAMS)
+    assert block.warmup_beta_iters == (1000 if epochs == "e800" else None)
+
+
+def test_pretrain_dissl_alone_is_the_best_recipe():
+    assert compose(["config=pretrain/dissl"])[1] == compose(["config=pretrain/dissl/dissl_resnet50_d8192_e400_m6"])[1]
+
+
+def compose_elsewhere(cwd, python_path_first=None) -> subprocess.CompletedProcess:
+    code = (
+        "import sys\n"
+        + (f"sys.path.insert(0, {str(python_path_first)!r}); sys.path.remove({str(REPO)!r})\n" if python_path_first else "")
+        + "import vissl_issl\n"
+        "from vissl_issl.launcher import compose\n"
+        "config = compose(['config=pretrain/dissl'])[1]\n"
+        "print(vissl_issl.__file__, config.LOSS.dissl_loss.num_crops)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_configs_resolve_from_any_directory(tmp_path):
+    result = compose_elsewhere(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "6"
+
+
+def test_configs_resolve_after_a_wheel_install(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("vissl_issl-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, wheel], check=True)
+    assert (site / "vissl_issl/hydra_configs/config/pretrain/dissl/parts/imagenet.yaml").is_file()
+    result = compose_elsewhere(tmp_path, python_path_first=site)
+    assert result.returncode == 0, result.stderr[-2000:]
+    installed_from, num_crops = result.stdout.split()[-2:]
+    assert installed_from.startswith(str(site)) and num_crops == "6"
+
+
+BAD = [
+    ("+config.LOSS.dissl_loss.temperature=0.1", "config.LOSS.dissl_loss.temperature"),
+    ("config.LOSS.dissl_loss.num_classes=1000", "config.LOSS.dissl_loss.num_classes"),
+    ("config.LOSS.dissl_loss.crops_for_teacher=[0,6]", "config.LOSS.dissl_loss.crops_for_teacher"),
+    ("config.LOSS.dissl_loss.num_crops=8", "config.LOSS.dissl_loss.num_crops"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_bad_dissl_config_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose(["config=pretrain/dissl", override])
+
+
+def test_head_output_size_must_match_between_teacher_and_student():
+    student_to_100 = "config.MODEL.HEAD.PARAMS.1.1.1.dims=[512,100]"
+    with pytest.raises(ConfigError, match=r"config\.MODEL\.HEAD\.PARAMS"):
+        compose(["config=pretrain/dissl", student_to_100])
+
+
+def test_launcher_fails_before_training_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    result = launch([*TINY_DISSL, f"config.CHECKPOINT.DIR={out}", "config.LOSS.dissl_loss.num_crops=6"], tmp_path)
+    assert result.returncode != 0
+    assert "config.LOSS.dissl_loss.num_crops" in result.stderr
+    assert not out.exists()  # no process was launched, no checkpoint folder made
