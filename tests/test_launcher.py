@@ -2,10 +2,13 @@
 continues a checkpointed run exactly where it stopped."""
 import math
 import shutil
+import socket
+import subprocess
+import sys
 
 import torch
 
-from conftest import logged
+from conftest import TINY_DISSL, logged
 
 
 def load(path):
@@ -36,7 +39,10 @@ def test_one_process_trains_and_writes_a_final_checkpoint(run_launcher):
 
 
 def test_two_processes_spawn_with_the_plugin_loaded(run_launcher):
-    out = run_launcher(["config.OPTIMIZER.num_epochs=1", "config.DISTRIBUTED.NUM_PROC_PER_NODE=2"])
+    # Spawned ranks and their (forkserver) dataloader workers must all import the plugin.
+    out = run_launcher(
+        ["config.OPTIMIZER.num_epochs=1", "config.DISTRIBUTED.NUM_PROC_PER_NODE=2", "config.DATA.NUM_DATALOADER_WORKERS=1"]
+    )
     records = logged(out)
     assert [r["iter"] for r in records if "loss" in r][-1] == 1  # 64 images / (2 ranks x 16) - 1
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
@@ -61,3 +67,35 @@ def test_auto_resume_continues_at_the_right_iteration_with_identical_state(run_l
     assert_same_tensors(a["base_model"], b["base_model"])  # model weights and BN statistics
     assert_same_tensors(a["optimizer"], b["optimizer"])  # Adam moments and step counts
     assert_same_tensors(a["loss"], b["loss"])  # the loss's iteration counter
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_slurm_path_runs_the_plugin_job(tmp_path):
+    """Without a SLURM cluster, submitit's AutoExecutor runs the submitted job locally: the
+    plugin's job class is pickled, unpickled in submitit's process and trains there."""
+    out = tmp_path / "run"
+    overrides = [
+        *TINY_DISSL,
+        f"config.CHECKPOINT.DIR={out}",
+        "config.OPTIMIZER.num_epochs=1",
+        "config.SLURM.USE_SLURM=true",
+        "config.SLURM.PARTITION=local",
+        f"config.SLURM.LOG_FOLDER={tmp_path / 'submitit'}",
+        f"config.SLURM.PORT_ID={free_port()}",
+    ]
+    code = (
+        "import vissl_issl\n"
+        "from vissl_issl.launcher import hydra_main\n"
+        f"job = hydra_main({overrides!r})\n"
+        "job.result()\n"
+        "print(type(job.submission().function).__module__, type(job.submission().function).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["vissl_issl.launcher", "SlurmJob"]
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
