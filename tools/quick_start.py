@@ -1,6 +1,6 @@
 """Quick start: DISSL on the embedded digits, on CPU, then a linear probe on frozen features.
 
-    bash tools/env.sh python tools/quick_start.py [--epochs N] [--out DIR]
+    bash tools/env.sh python tools/quick_start.py [--epochs N] [--out DIR] [config.X=Y ...]
 
 1. Pretrains DISSL with VISSL's engine through the plugin launcher
    (``config=pretrain/dissl/dissl_resnet18_digits``: ResNet-18, small-image stem, 16 px).
@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ TOOLS = Path(__file__).resolve().parent
 CONFIG = "pretrain/dissl/dissl_resnet18_digits"
 
 
-def pretrain(out: Path, epochs: int) -> AttrDict:
+def pretrain(out: Path, epochs: int, extra_overrides: List[str]) -> AttrDict:
     overrides = [f"config={CONFIG}", f"config.CHECKPOINT.DIR={out}", f"config.OPTIMIZER.num_epochs={epochs}"]
+    overrides += extra_overrides
     subprocess.run([sys.executable, str(TOOLS / "run_distributed_engines.py"), *overrides], check=True)
     return compose(overrides)[1]
 
@@ -85,12 +87,13 @@ def plot_loss(out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--out", type=Path, default=Path("quick_start_output"))
+    parser.add_argument("overrides", nargs="*", help="extra VISSL config overrides (config.X=Y)")
     args = parser.parse_args()
     out = args.out.resolve()
 
-    config = pretrain(out, args.epochs)
+    config = pretrain(out, args.epochs, args.overrides)
     image_size = config.DATA.TRAIN.TRANSFORMS[0]["size_crops"][0]
     torch.manual_seed(config.SEED_VALUE)
     model = build_model(config.MODEL, config.OPTIMIZER)
