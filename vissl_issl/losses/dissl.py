@@ -6,10 +6,19 @@ import torch
 import torch.nn.functional as F
 from classy_vision.losses import ClassyLoss, register_loss
 
-from vissl_issl.config import ConfigError, count_crops, head_output_dim
+from vissl_issl.config import (
+    ConfigError,
+    count_crops,
+    fill_or_check,
+    loss_block,
+    loss_params,
+    route_heads_to_crops,
+    teacher_student_dim,
+)
 from vissl_issl.losses.marginal import entropy, global_marginal
 
-KEY = "config.LOSS.dissl_loss"
+NAME = "dissl_loss"
+KEY = f"config.LOSS.{NAME}"
 DEFAULTS: Dict[str, Any] = {
     "temperature_teacher": 0.5,
     "temperature_student": 1.0,
@@ -21,14 +30,6 @@ DEFAULTS: Dict[str, Any] = {
     "num_classes": None,
 }
 INFERRED = ("num_crops", "num_classes")
-
-
-def check_known_keys(block: Mapping[str, Any]) -> None:
-    unknown = sorted(set(block) - set(DEFAULTS) - {"name"})
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(f'{KEY}.{k}' for k in unknown)}; known: {sorted(DEFAULTS)}"
-        )
 
 
 def check_crops_for_teacher(crops: Any, num_crops: int) -> None:
@@ -43,34 +44,6 @@ def check_crops_for_teacher(crops: Any, num_crops: int) -> None:
             f"{KEY}.crops_for_teacher={crops} must hold at least 2 distinct crop indices in "
             f"range({num_crops}) (num_crops={num_crops})"
         )
-
-
-def fill_or_check(block, key: str, inferred: int, source: str) -> None:
-    if block[key] is None:
-        block[key] = inferred
-    elif block[key] != inferred:
-        raise ConfigError(f"{KEY}.{key}={block[key]} but {source} gives {inferred}")
-
-
-def heads_num_classes(head_params: List[Any]) -> int:
-    """C from ``MODEL.HEAD.PARAMS = [teacher, student]``, whose outputs must both be C."""
-    if len(head_params) != 2 or not all(isinstance(p, (list, tuple)) for p in head_params):
-        raise ConfigError(
-            "config.MODEL.HEAD.PARAMS must hold exactly 2 heads [teacher, student], got "
-            f"{head_params}"
-        )
-    teacher, student = (head_output_dim(p) for p in head_params)
-    if teacher != student:
-        raise ConfigError(
-            f"config.MODEL.HEAD.PARAMS: the teacher head outputs {teacher} classes but the student "
-            f"head outputs {student}; both must output num_classes"
-        )
-    return teacher
-
-
-def require(value: Any, expected: Any, key: str) -> None:
-    if value != expected:
-        raise ConfigError(f"{key}={value} but dissl_loss needs {expected}")
 
 
 def cross_entropy_to_other_crops(
@@ -156,37 +129,20 @@ class DISSLLoss(ClassyLoss):
 
     @classmethod
     def from_config(cls, loss_config: Mapping[str, Any]) -> "DISSLLoss":
-        check_known_keys(loss_config)
-        params = {**DEFAULTS, **{k: v for k, v in loss_config.items() if k != "name"}}
-        missing = [k for k in INFERRED if params[k] is None]
-        if missing:
-            raise ConfigError(
-                f"{', '.join(f'{KEY}.{k}' for k in missing)} must be set (the plugin launcher "
-                "infers them with DISSLLoss.infer_config)"
-            )
-        return cls(**params)
+        return cls(**loss_params(loss_config, NAME, DEFAULTS, INFERRED))
 
     @classmethod
     def infer_config(cls, config) -> None:
         """Fill ``num_crops``/``num_classes`` (and defaults) of ``config.LOSS.dissl_loss`` and
         ``config.MODEL.HEAD_CROPS`` from the rest of ``config``, in place; raise ConfigError naming
         the key on anything inconsistent."""
-        block = config.LOSS.setdefault("dissl_loss", type(config.LOSS)({}))
-        check_known_keys(block)
-        for key, value in DEFAULTS.items():
-            block.setdefault(key, value)
+        block = loss_block(config, NAME, DEFAULTS)
         num_crops = count_crops(config.DATA.TRAIN.TRANSFORMS)
-        fill_or_check(block, "num_crops", num_crops, "config.DATA.TRAIN.TRANSFORMS")
+        fill_or_check(block, KEY, "num_crops", num_crops, "config.DATA.TRAIN.TRANSFORMS")
         check_crops_for_teacher(block.crops_for_teacher, block.num_crops)
-        num_classes = heads_num_classes(config.MODEL.HEAD.PARAMS)
-        fill_or_check(block, "num_classes", num_classes, "config.MODEL.HEAD.PARAMS")
-        model, collator = config.MODEL.BASE_MODEL_NAME, config.DATA.TRAIN.COLLATE_FUNCTION
-        require(model, "heads_on_crops_model", "config.MODEL.BASE_MODEL_NAME")
-        require(collator, "multicrop_collator", "config.DATA.TRAIN.COLLATE_FUNCTION")
-        head_crops = [list(block.crops_for_teacher), None]
-        if config.MODEL.get("HEAD_CROPS") is None:
-            config.MODEL.HEAD_CROPS = head_crops
-        require(config.MODEL.HEAD_CROPS, head_crops, "config.MODEL.HEAD_CROPS")
+        num_classes = teacher_student_dim(config.MODEL.HEAD.PARAMS, NAME)
+        fill_or_check(block, KEY, "num_classes", num_classes, "config.MODEL.HEAD.PARAMS")
+        route_heads_to_crops(config, [list(block.crops_for_teacher), None], NAME)
 
     def current_beta(self) -> Union[float, torch.Tensor]:
         """beta_det_inv after ``num_iteration`` training forwards, with the optional warm-up (a

@@ -1,7 +1,8 @@
 """A VISSL model whose heads each see the trunk features of their own subset of crops.
 
 Multi-crop ISSL runs the teacher head on the large crops only and the student head on all crops
-(DISSL: ``MODEL.HEAD_CROPS: [[0, 1], null]``). VISSL's ``multi_input_output_model`` runs the trunk
+(DISSL: ``MODEL.HEAD_CROPS: [[0, 1], null]``; CISSL: ``[null, null]``, both heads on every crop
+where VISSL's model would chain them). VISSL's ``multi_input_output_model`` runs the trunk
 once per resolution group and concatenates the features crop-major (all images of crop 0, then
 crop 1, ...); this model then hands head ``i`` the rows of the crops in ``HEAD_CROPS[i]``
 (``null``: all crops), so heads never compute on crops their loss term does not use.
@@ -44,8 +45,13 @@ class HeadsOnCropsModel(BaseSSLMultiInputOutputModel):
             self._num_crops = None
 
     def heads_forward(self, feats, heads):
-        if self.head_crops is None or self._num_crops is None:
+        if self.head_crops is None:
             return super().heads_forward(feats, heads)
+        if self._num_crops is None and any(crops is not None for crops in self.head_crops):
+            raise ValueError(
+                f"config.MODEL.HEAD_CROPS={self.head_crops} selects crops, but the model got one "
+                "tensor instead of one per crop: use config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator"
+            )
         (features,) = feats
         return [
             head(select_crops(features, self._num_crops, crops))
