@@ -1,20 +1,21 @@
 """Shared helpers: run the plugin launcher as a user would, in a fresh process."""
+import copy
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "tools" / "run_distributed_engines.py"
 
-# A few-second DISSL run on the embedded digits: 64 images, batch 16 per rank, deterministic views
-# (two copies of each image) so that runs can be compared bit for bit.
-TINY_DISSL = [
-    "config=pretrain/dissl/dissl_resnet18_digits",
+# A few-second run of a digits config: 64 images, batch 16 per rank, deterministic views (two copies
+# of each image) so that runs can be compared bit for bit.
+TINY = [
     "config.DATA.TRAIN.DATA_LIMIT=64",
     "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
     "config.DATA.NUM_DATALOADER_WORKERS=0",
@@ -22,6 +23,8 @@ TINY_DISSL = [
     "config.LOG_FREQUENCY=1",
     "config.CHECKPOINT.CHECKPOINT_FREQUENCY=1",
 ]
+DISSL_DIGITS = "pretrain/dissl/dissl_resnet18_digits"
+TINY_DISSL = [f"config={DISSL_DIGITS}", *TINY]
 
 
 def launch(overrides: List[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -38,10 +41,29 @@ def logged(checkpoint_dir: Path) -> List[dict]:
 
 @pytest.fixture
 def run_launcher(tmp_path):
-    def run(overrides: List[str], name: str = "run") -> Path:
+    def run(overrides: List[str], name: str = "run", config: str = DISSL_DIGITS) -> Path:
         checkpoint_dir = tmp_path / name
-        result = launch([*TINY_DISSL, f"config.CHECKPOINT.DIR={checkpoint_dir}", *overrides], tmp_path)
+        result = launch([f"config={config}", *TINY, f"config.CHECKPOINT.DIR={checkpoint_dir}", *overrides], tmp_path)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return checkpoint_dir
 
     return run
+
+
+@functools.lru_cache(maxsize=None)
+def default_model_config() -> Dict[str, Any]:
+    import vissl.config
+    from omegaconf import OmegaConf
+
+    # OmegaConf, as VISSL's hydra composition does: plain YAML reads 1e-5 as a string.
+    defaults = OmegaConf.load(Path(vissl.config.__file__).with_name("defaults.yaml"))
+    return OmegaConf.to_container(defaults.config.MODEL, resolve=True)
+
+
+def model_config(**head: Any):
+    """VISSL's default ``config.MODEL`` (an AttrDict) with ``HEAD`` options overridden."""
+    from vissl.config import AttrDict
+
+    config = AttrDict(copy.deepcopy(default_model_config()))
+    config.HEAD.update(head)
+    return config

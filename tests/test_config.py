@@ -104,3 +104,68 @@ def test_launcher_fails_before_training_and_writes_nothing(tmp_path):
     assert result.returncode != 0
     assert "config.LOSS.dissl_loss.num_crops" in result.stderr
     assert not out.exists()  # no process was launched, no checkpoint folder made
+
+
+@pytest.mark.parametrize("recipe,trunk_dim", [("dNone_e100_m2", 2048), ("d8192_e100_m2", 8192)])
+def test_cissl_imagenet_recipes_compose_with_the_authors_settings(recipe, trunk_dim):
+    _, config = compose([f"config=pretrain/cissl/cissl_resnet50_{recipe}"])
+    assert config.LOSS.name == "cissl_loss" and config.LOSS.cissl_loss.temperature == 0.1
+    assert config.MODEL.HEAD_CROPS == [None, None]
+    crops = config.DATA.TRAIN.TRANSFORMS[0]
+    assert crops["total_num_crops"] == 2 and crops["size_crops"] == [224]
+    global_batch = config.DATA.TRAIN.BATCHSIZE_PER_REPLICA * config.DISTRIBUTED.NUM_PROC_PER_NODE
+    assert global_batch == 3072
+    schedulers = config.OPTIMIZER.param_schedulers.lr.schedulers
+    assert schedulers[0]["end_value"] == schedulers[1]["start_value"] == pytest.approx(0.3 * global_batch / 256)
+    assert config.OPTIMIZER.num_epochs == 100
+    assert config.OPTIMIZER.param_schedulers.lr.lengths[0] * config.OPTIMIZER.num_epochs == pytest.approx(10)
+    assert config.OPTIMIZER.use_larc and config.MODEL.SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN
+    teacher, student = config.MODEL.HEAD.PARAMS
+    assert teacher[0][1]["dims"][0] == student[0][1]["dims"][0] == trunk_dim
+    assert [module[0] for module in student] == ["jl_mlp"] and student[0][1]["dims"] == [trunk_dim, 128]
+
+
+ABLATIONS = {
+    "simclr_shared_mlp": "simclr_info_nce_loss",
+    "simclr_tmlp_smlp": "asymmetric_simclr_loss",
+    "simclr_tmlp_slin": "asymmetric_simclr_loss",
+    "simclr_tlin_slin": "asymmetric_simclr_loss",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_head_ablations_change_only_heads_and_loss(name):
+    _, cissl = compose(["config=pretrain/cissl/cissl_resnet50_dNone_e100_m2"])
+    _, ablation = compose([f"config=pretrain/cissl/head_ablations/{name}"])
+    loss = ABLATIONS[name]
+    assert ablation.LOSS.name == loss and ablation.LOSS[loss].temperature == 0.1
+    one_shared_head = isinstance(ablation.MODEL.HEAD.PARAMS[0][0], str)  # a single chain of modules
+    assert one_shared_head == (loss == "simclr_info_nce_loss")
+    for key in ("DATA", "OPTIMIZER", "DISTRIBUTED"):
+        assert ablation[key] == cissl[key], key
+    assert ablation.MODEL.TRUNK == cissl.MODEL.TRUNK
+    if loss == "simclr_info_nce_loss":  # VISSL's own inference: 2 views of 3072 images on 8 ranks
+        assert ablation.LOSS[loss].buffer_params.effective_batch_size == 6144
+        assert ablation.LOSS[loss].buffer_params.world_size == 8
+
+
+BAD_CISSL = [
+    ("+config.LOSS.cissl_loss.tau=0.1", "config.LOSS.cissl_loss.tau"),
+    ("config.DATA.TRAIN.COLLATE_FUNCTION=simclr_collator", "config.DATA.TRAIN.COLLATE_FUNCTION"),
+    ("config.DATA.TRAIN.TRANSFORMS.0.total_num_crops=3", "config.DATA.TRAIN.TRANSFORMS"),
+    ("config.MODEL.HEAD.PARAMS.1.0.1.dims=[512,64]", "config.MODEL.HEAD.PARAMS"),
+    ("config.MODEL.BASE_MODEL_NAME=multi_input_output_model", "config.MODEL.BASE_MODEL_NAME"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_CISSL)
+def test_bad_cissl_config_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose(["config=pretrain/cissl/cissl_resnet18_digits", override])
+
+
+def test_cissl_on_several_processes_needs_equal_batches():
+    two_processes = ["config=pretrain/cissl/cissl_resnet18_digits", "config.DISTRIBUTED.NUM_PROC_PER_NODE=2"]
+    compose(two_processes)
+    with pytest.raises(ConfigError, match=r"config\.DATA\.TRAIN\.DROP_LAST"):
+        compose([*two_processes, "config.DATA.TRAIN.DROP_LAST=false"])

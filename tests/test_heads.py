@@ -1,33 +1,15 @@
 """``residual_mlp``: the fork's ``mlp ... is_residual: True`` head (spec §3.2)."""
 import vissl_issl  # noqa: F401  (compat shims + registration)
 
-import copy
-import functools
-from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 import torch
 import torch.nn as nn
-import vissl.config
-from omegaconf import OmegaConf
-from vissl.config import AttrDict
 from vissl.models.heads import MODEL_HEADS_REGISTRY, get_model_head
 
+from conftest import model_config
 from vissl_issl.heads.residual_mlp import ResidualMLP
-
-
-@functools.lru_cache(maxsize=None)
-def default_model_config() -> Dict[str, Any]:
-    # OmegaConf, as VISSL's hydra composition does: plain YAML reads 1e-5 as a string.
-    defaults = OmegaConf.load(Path(vissl.config.__file__).with_name("defaults.yaml"))
-    return OmegaConf.to_container(defaults.config.MODEL, resolve=True)
-
-
-def model_config(**head: Any) -> AttrDict:
-    config = AttrDict(copy.deepcopy(default_model_config()))
-    config.HEAD.update(head)
-    return config
 
 
 def randomize_batchnorms(module: nn.Module) -> None:

@@ -1,12 +1,14 @@
-"""DISSL trains through tools/run_distributed_engines.py on 1 and 2 CPU processes, and AUTO_RESUME
-continues a checkpointed run exactly where it stopped."""
+"""DISSL, CISSL and VISSL's SimCLR baseline train through tools/run_distributed_engines.py on 1 and
+2 CPU processes, and AUTO_RESUME continues a checkpointed run exactly where it stopped."""
 import math
 import shutil
 import socket
 import subprocess
 import sys
 
+import pytest
 import torch
+import yaml
 
 from conftest import TINY_DISSL, logged
 
@@ -98,4 +100,22 @@ def test_slurm_path_runs_the_plugin_job(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["vissl_issl.launcher", "SlurmJob"]
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_cissl_trains_through_the_launcher(run_launcher, processes):
+    overrides = ["config.OPTIMIZER.num_epochs=1", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={processes}"]
+    out = run_launcher(overrides, config="pretrain/cissl/cissl_resnet18_digits")
+    losses = [r["loss"] for r in logged(out) if "loss" in r]
+    assert len(losses) == 4 // processes and all(math.isfinite(x) for x in losses)  # 64 images / 16 per rank
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["LOSS"]["name"] == "cissl_loss" and saved["MODEL"]["HEAD_CROPS"] == [None, None]
+
+
+def test_vissls_simclr_digits_baseline_trains(run_launcher):
+    out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config="pretrain/simclr/simclr_resnet18_digits")
+    losses = [r["loss"] for r in logged(out) if "loss" in r]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
