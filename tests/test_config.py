@@ -71,7 +71,9 @@ def test_configs_resolve_after_a_wheel_install(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("vissl_issl-*.whl")
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, wheel], check=True)
-    assert (site / "vissl_issl/hydra_configs/config/pretrain/parts/imagenet.yaml").is_file()
+    configs = site / "vissl_issl/hydra_configs/config"
+    assert (configs / "pretrain/parts/imagenet.yaml").is_file()
+    assert (configs / "pretrain/cissl/head_ablations/simclr_tmlp_slin.yaml").is_file()
     result = compose_elsewhere(tmp_path, python_path_first=site)
     assert result.returncode == 0, result.stderr[-2000:]
     installed_from, num_crops = result.stdout.split()[-2:]
