@@ -171,3 +171,15 @@ def test_cissl_on_several_processes_needs_equal_batches():
     compose(two_processes)
     with pytest.raises(ConfigError, match=r"config\.DATA\.TRAIN\.DROP_LAST"):
         compose([*two_processes, "config.DATA.TRAIN.DROP_LAST=false"])
+
+
+def test_folder_datasets_need_only_data_paths(tmp_path):
+    from vissl.data.dataset_catalog import get_data_files
+
+    (tmp_path / "n01440764").mkdir()
+    _, config = compose(["config=pretrain/dissl", f"config.DATA.TRAIN.DATA_PATHS=[{tmp_path}]"])
+    assert config.DATA.TRAIN.LABEL_PATHS == [str(tmp_path)]
+    # VISSL would otherwise look 'imagenet1k_folder' up in a dataset catalog the wheel lacks.
+    assert get_data_files("TRAIN", config.DATA) == [[str(tmp_path)], [str(tmp_path)]]
+    _, digits = compose(["config=pretrain/dissl/dissl_resnet18_digits"])
+    assert digits.DATA.TRAIN.LABEL_PATHS == []

@@ -124,9 +124,27 @@ def fall_back_from_apex(config) -> None:
         logging.warning(f"apex is not installed: using PyTorch's implementation for {', '.join(replaced)}")
 
 
+FOLDER_SOURCES = {"disk_folder", "torchvision_dataset"}
+
+
+def label_paths_from_data_paths(config) -> None:
+    """Splits of folders given by ``DATA_PATHS`` alone: use the same folders as ``LABEL_PATHS``.
+
+    VISSL 0.1.6 looks an empty ``LABEL_PATHS`` up in its dataset catalog by ``DATASET_NAMES``,
+    which fails (``Dataset 'imagenet1k_folder' is not registered``) without a catalog file. For
+    ``disk_folder`` (labels: the class sub-folders) and ``torchvision_dataset`` (labels: the
+    dataset under the same root) the label path is the data path.
+    """
+    for split in ("TRAIN", "TEST"):
+        data = config.DATA[split]
+        if data.DATA_PATHS and not data.LABEL_PATHS and set(data.DATA_SOURCES) <= FOLDER_SOURCES:
+            data.LABEL_PATHS = list(data.DATA_PATHS)
+
+
 def infer_and_check(config) -> None:
     """Plugin inference on a VISSL ``AttrDict`` config (``cfg.config``), in place."""
     fall_back_from_apex(config)
+    label_paths_from_data_paths(config)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)
     if hasattr(loss_cls, "infer_config"):
         loss_cls.infer_config(config)

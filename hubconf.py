@@ -1,0 +1,106 @@
+"""torch.hub entrypoints: the authors' DISSL ImageNet releases, and any checkpoint trained with this
+plugin, as torchvision ResNets returning pooled features (``fc`` is an ``Identity``).
+
+    model = torch.hub.load("<owner>/<repo>", "dissl_resnet50_d8192_e400_m6")  # downloads the weights
+    model = torch.hub.load("/path/to/checkout", "from_checkpoint", "run/checkpoint.torch", source="local")
+    features = model.eval()(torch.hub.load("<owner>/<repo>", "preprocessor")()(pil_image)[None])
+
+Needs torch and torchvision only (PyYAML for ``from_checkpoint`` of a run folder with a
+``train_config.yaml``): ``vissl_issl/hub.py`` is loaded by file path, so neither VISSL nor the
+``vissl_issl`` package (whose ``__init__`` imports VISSL) is imported. Helpers are underscored so
+that ``torch.hub.list`` shows only entrypoints.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import torch
+import torchvision
+
+dependencies = ["torch", "torchvision"]
+
+_RELEASE_URL = "https://github.com/YannDubs/Invariant-Self-Supervised-Learning/releases/download/v1.0.0-alpha/{}.torch"
+
+
+def _load_hub_module():
+    path = pathlib.Path(__file__).resolve().parent / "vissl_issl" / "hub.py"
+    spec = importlib.util.spec_from_file_location("vissl_issl_hubconf_hub", path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running, as an import would: dataclasses look their module up there.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_hub = _load_hub_module()
+
+
+def preprocessor() -> torchvision.transforms.Compose:
+    """The releases' evaluation transform: PIL image -> Resize 256 -> CenterCrop 224 -> ToTensor ->
+    ImageNet Normalize, i.e. a (3, 224, 224) float tensor."""
+    return torchvision.transforms.Compose(
+        [
+            torchvision.transforms.Resize(256),
+            torchvision.transforms.CenterCrop(224),
+            torchvision.transforms.ToTensor(),
+            torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+
+def _dissl(
+    name: str, resizer: bool, pretrained: bool, weights: str | None, torchvision_kwargs: dict
+) -> torch.nn.Module:
+    if weights is not None and not pretrained:
+        raise ValueError(f"{name}: weights={weights!r} given with pretrained=False; pass one or the other.")
+    source = weights or _RELEASE_URL.format(name)
+    # Read before building, so that an unreachable or malformed file fails fast.
+    state = _hub.read_weights_file(source) if pretrained else None
+    model = _hub.build_resnet(_hub.ResNetArch(depth=50, resizer=(512, 8192) if resizer else None), **torchvision_kwargs)
+    if state is not None:
+        _hub.load_weights(model, state, source)
+    return model
+
+
+# name: (resizer to d = 8192, epochs, crops, the authors' linear top-1)
+_RELEASES = {
+    "dissl_resnet50_dNone_e100_m2": (False, 100, "2x224", 66.9),
+    "dissl_resnet50_d8192_e100_m2": (True, 100, "2x224", 68.9),
+    # In the authors' README but not their hubconf; the URL follows the other releases' pattern.
+    "dissl_resnet50_d8192_e100_m6": (True, 100, "2x160 + 4x96", 70.7),
+    "dissl_resnet50_dNone_e400_m2": (False, 400, "2x224", 71.1),
+    "dissl_resnet50_dNone_e400_m6": (False, 400, "2x160 + 4x96", 73.0),
+    "dissl_resnet50_d8192_e400_m6": (True, 400, "2x160 + 4x96", 74.0),
+    "dissl_resnet50_d8192_e800_m8": (True, 800, "2x224 + 6x96", 73.9),
+}
+
+
+def _release_entrypoint(name: str, resizer: bool, epochs: int, crops: str, top1: float):
+    def entrypoint(pretrained: bool = True, weights: str | None = None, **torchvision_kwargs) -> torch.nn.Module:
+        return _dissl(name, resizer, pretrained, weights, torchvision_kwargs)
+
+    dim = 8192 if resizer else 2048
+    pool = "avgpool = Sequential(resizer 2048->512->8192, pool) and " if resizer else ""
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = (
+        f"DISSL ResNet-50, d = {dim}, {epochs} epochs, {crops} crops (authors' linear top-1 {top1}).\n"
+        f"    Returns torchvision's resnet50 with {pool}fc = Identity: (N, 3, 224, 224) -> (N, {dim}).\n"
+        "    ``weights``: a URL or local file in place of the release; ``torchvision_kwargs`` go to\n"
+        "    torchvision's ResNet."
+    )
+    return entrypoint
+
+
+for _name, _release in _RELEASES.items():
+    globals()[_name] = _release_entrypoint(_name, *_release)
+
+
+def from_checkpoint(path: str, maxpool: bool | None = None) -> torch.nn.Module:
+    """The trunk of a VISSL checkpoint trained with this plugin (trunk ``resnet``,
+    ``resnet_resizer`` or ``tv_resnet``) as a torchvision ResNet with fc = Identity, weights loaded:
+    (N, 3, H, W) -> (N, d), d = 2048 (ResNet-50+), 512 (ResNet-18/34) or the resizer's OUT_DIM.
+    The architecture comes from the checkpoint folder's train_config.yaml when there is one, else
+    from the weight shapes, with ``maxpool`` (default True) saying whether the stem had a maxpool."""
+    return _hub.load_checkpoint(path, maxpool)[0]

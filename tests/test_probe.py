@@ -1,0 +1,274 @@
+"""Cached-feature evaluation: feature cache, linear probe sweep, k-NN, and tools/probe.py on digits."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
+
+from conftest import REPO
+from vissl_issl.evaluation.features import (
+    Features,
+    cache_matches,
+    extract_features,
+    features_path,
+    labels_path,
+    load_features,
+    sidecar_path,
+)
+from vissl_issl.evaluation.knn import knn_accuracy
+from vissl_issl.evaluation.linear_probe import ProbeConfig, fit, label_ranks, linear_probe
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: with several threads, waking the thread pool costs more than the
+    maths (25x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cached(directory: Path, split: str, features: np.ndarray, labels: np.ndarray) -> Features:
+    """Features as the probe sees them: float16 memmaps on disk."""
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(features_path(directory, split), features.astype(np.float16))
+    np.save(labels_path(directory, split), labels.astype(np.int64))
+    return load_features(directory, split)
+
+
+def clusters(rng: np.random.Generator, count: int, classes: int, dim: int) -> tuple:
+    """Points at 4 x the one-hot of their class plus N(0, 0.3^2) noise: linearly separable with a wide margin."""
+    labels = rng.integers(classes, size=count)
+    features = 4.0 * np.eye(dim)[labels] + 0.3 * rng.standard_normal((count, dim))
+    return features, labels
+
+
+# ---------------------------------------------------------------- feature cache
+
+
+class VisslLikeTrunk(nn.Module):
+    """Returns a list of one (N, d) tensor, as VISSL trunks do; dropout makes train mode visible."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Dropout(0.5))
+
+    def forward(self, images):
+        return [self.body(images)]
+
+
+def image_dataset(count: int = 10) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(count, 3, 2, 2, generator=generator), torch.arange(count) % 3)
+
+
+@pytest.mark.parametrize("vissl_output", [False, True], ids=["tensor", "list"])
+def test_extracted_memmaps_match_a_direct_eval_forward(tmp_path, vissl_output):
+    torch.manual_seed(0)
+    trunk = VisslLikeTrunk() if vissl_output else nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Dropout(0.5))
+    dataset = image_dataset()
+    # batch 4 over 10 images: the last batch is partial
+    cache = extract_features(trunk, dataset, tmp_path, "train", {"trunk": "t"}, batch_size=4)
+    with torch.no_grad():
+        direct = trunk.eval()(dataset.tensors[0])
+    direct = (direct[0] if vissl_output else direct).numpy()
+    assert isinstance(cache.features, np.memmap) and cache.features.dtype == np.float16
+    assert not cache.features.flags.writeable and not cache.labels.flags.writeable
+    # float16 keeps 11 significant bits: relative error <= 2^-11 (plus float32 batch-size jitter)
+    np.testing.assert_allclose(cache.features.astype(np.float32), direct, rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(cache.labels, dataset.tensors[1].numpy())
+    assert json.loads(sidecar_path(tmp_path, "train").read_text())["producer"] == {"trunk": "t"}
+
+
+def test_cache_is_reused_for_its_producer_and_stale_for_another(tmp_path):
+    producer = {"checkpoint": "/a.torch", "mtime_ns": 1, "transform": ["ToTensor()"]}
+    assert not cache_matches(tmp_path, "train", producer)
+    extract_features(VisslLikeTrunk(), image_dataset(), tmp_path, "train", producer, batch_size=4)
+    assert cache_matches(tmp_path, "train", dict(producer, transform=("ToTensor()",)))  # json round trip
+    assert not cache_matches(tmp_path, "train", dict(producer, mtime_ns=2))
+    assert not cache_matches(tmp_path, "test", producer)
+
+    newer = dict(producer, mtime_ns=2)
+    other_trunk = VisslLikeTrunk()
+    recomputed = extract_features(other_trunk, image_dataset(), tmp_path, "train", newer, batch_size=4)
+    with torch.no_grad():
+        expected = other_trunk.eval()(image_dataset().tensors[0])[0].numpy()
+    np.testing.assert_allclose(recomputed.features.astype(np.float32), expected, rtol=1e-3, atol=1e-6)
+    assert cache_matches(tmp_path, "train", newer) and not cache_matches(tmp_path, "train", producer)
+
+    # An extraction that dies after the sidecar is removed leaves no usable cache.
+    sidecar_path(tmp_path, "train").unlink()
+    assert not cache_matches(tmp_path, "train", newer)
+
+
+class Lambda(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, images):
+        return self.function(images)
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (lambda x: x.flatten(1).unsqueeze(-1), r"shape \(4, 12, 1\) for 4 images"),
+        (lambda x: [x.flatten(1), x.flatten(1)], "2 outputs"),
+        (lambda x: x.flatten(1) * 1e6, r"rows 0\.\.3 reach .* float16"),
+    ],
+    ids=["not (N, d)", "two outputs", "float16 overflow"],
+)
+def test_extraction_rejects_bad_trunk_outputs(tmp_path, output, message):
+    with pytest.raises(ValueError, match=message):
+        extract_features(Lambda(output), image_dataset(), tmp_path, "train", {}, batch_size=4)
+    assert not cache_matches(tmp_path, "train", {})
+
+
+# ---------------------------------------------------------------- linear probe
+
+
+def test_probe_reaches_100_percent_on_linearly_separable_features(tmp_path):
+    rng = np.random.default_rng(0)
+    train = cached(tmp_path, "train", *clusters(rng, 300, 4, 16))
+    test = cached(tmp_path, "test", *clusters(rng, 200, 4, 16))
+    # chunk_rows 100 < 270 fit rows: several chunks per epoch
+    config = ProbeConfig(lrs=(0.3, 0.03), wds=(1e-6,), epochs=20, batch_size=32, chunk_rows=100)
+    result = linear_probe(train, test, config)
+    assert result.test_top1 == 100.0 and result.test_top5 == 100.0
+    assert [(point.lr, point.wd) for point in result.grid] == [(0.3, 1e-6), (0.03, 1e-6)]
+    best = max(result.grid, key=lambda point: point.val_top1)
+    assert (result.lr, result.wd) == (best.lr, best.wd)
+
+
+def test_probe_on_random_labels_is_at_chance(tmp_path):
+    rng = np.random.default_rng(1)
+    classes, test_count = 10, 2000
+    train = cached(tmp_path, "train", rng.standard_normal((2000, 32)), rng.integers(classes, size=2000))
+    test = cached(tmp_path, "test", rng.standard_normal((test_count, 32)), rng.integers(classes, size=test_count))
+    config = ProbeConfig(lrs=(0.3, 0.01), wds=(1e-5,), epochs=10, batch_size=128)
+    result = linear_probe(train, test, config)
+    # Test labels are independent of everything the probe saw, so its correct count is
+    # Binomial(2000, p) whatever it learnt: p = 1/10 for top-1 (std 0.67 points) and 5/10 for top-5
+    # (std 1.1 points). 4 std: fails only if the probe or the scoring leaks test labels.
+    for accuracy, p in ((result.test_top1, 0.1), (result.test_top5, 0.5)):
+        std = 100 * math.sqrt(p * (1 - p) / test_count)
+        assert abs(accuracy - 100 * p) < 4 * std, (accuracy, p)
+
+
+def test_grid_points_train_as_their_own_separate_runs(tmp_path):
+    rng = np.random.default_rng(2)
+    train = cached(tmp_path, "train", *clusters(rng, 200, 3, 8))
+    rows = np.arange(len(train))
+    config = ProbeConfig(epochs=3, batch_size=32, chunk_rows=64, batchnorm=True)
+    together = fit(train, rows, [(0.3, 1e-5), (0.01, 1e-6)], 3, config, torch.device("cpu"))
+    alone = fit(train, rows, [(0.01, 1e-6)], 3, config, torch.device("cpu"))
+    torch.testing.assert_close(together.heads[1].state_dict(), alone.heads[0].state_dict())
+    assert not torch.allclose(together.heads[0].weight, together.heads[1].weight)
+
+
+def test_label_ranks_break_ties_towards_the_smaller_class():
+    scores = torch.tensor([[0.1, 0.5, 0.5, 0.2], [0.1, 0.5, 0.5, 0.2], [0.9, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 2, 3])
+    # label 3 of row 3: one class scores higher, classes 1 and 2 tie with it and come first
+    assert label_ranks(scores, labels).tolist() == [0, 1, 3]
+
+
+def test_probe_rejects_test_labels_unseen_in_train(tmp_path):
+    rng = np.random.default_rng(3)
+    train = cached(tmp_path, "train", rng.standard_normal((20, 4)), np.arange(20) % 3)
+    test = cached(tmp_path, "test", rng.standard_normal((5, 4)), np.array([0, 1, 2, 3, 0]))
+    with pytest.raises(ValueError, match=r"test labels span 0\.\.3; they must lie in 0\.\.2"):
+        linear_probe(train, test, ProbeConfig(epochs=1))
+
+
+# ---------------------------------------------------------------- k-NN
+
+
+def angles(degrees) -> np.ndarray:
+    radians = np.deg2rad(np.asarray(degrees, dtype=float))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def test_knn_temperature_weighting_overturns_the_majority(tmp_path):
+    # Query at 0 degrees (label 0). Its 3 nearest train points by cosine: 10 deg (label 0, s = 0.985),
+    # 40 deg (label 1, s = 0.766), -45 deg (label 1, s = 0.707); the 170 deg point (label 2) is far.
+    # Scale must not matter (cosine), so train norms differ.
+    train = cached(tmp_path, "train", angles([10, 40, -45, 170]) * [[1], [3], [0.5], [2]], np.array([0, 1, 1, 2]))
+    test = cached(tmp_path, "test", angles([0]), np.array([0]))
+    # T = 0.07: votes exp(0.985/0.07) = 1.3e6 for class 0 against exp(0.766/0.07) + exp(0.707/0.07)
+    # = 8.0e4 for class 1, so class 0 wins; T = 100 makes the weights ~equal and the 2 votes of
+    # class 1 win. k = 1 is the 10 deg point at any T.
+    assert knn_accuracy(train, test, ks=[1, 3], temperature=0.07) == {1: (100.0, 100.0), 3: (100.0, 100.0)}
+    sharp_and_flat = knn_accuracy(train, test, ks=[1, 3], temperature=100.0)
+    assert sharp_and_flat[1][0] == 100.0 and sharp_and_flat[3][0] == 0.0
+    assert sharp_and_flat[3][1] == 100.0  # 3 classes: the true one is always in the top 5
+
+
+def dense_knn(train: Features, test: Features, k: int, temperature: float) -> tuple:
+    """Reference: full similarity matrix, argsort, weighted votes, in float64 numpy."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sims = unit(test.features.astype(np.float64)) @ unit(train.features.astype(np.float64)).T
+    nearest = np.argsort(-sims, axis=1)[:, :k]
+    votes = np.zeros((len(test), int(train.labels.max()) + 1))
+    for row, neighbours in enumerate(nearest):
+        np.add.at(votes[row], train.labels[neighbours], np.exp(sims[row, neighbours] / temperature))
+    order = np.argsort(-votes, axis=1, kind="stable")
+    return tuple(100 * np.mean([label in order[i, :top] for i, label in enumerate(test.labels)]) for top in (1, 5))
+
+
+def test_knn_chunk_sizes_give_identical_results_equal_to_a_dense_reference(tmp_path):
+    rng = np.random.default_rng(4)
+    train = cached(tmp_path, "train", rng.standard_normal((50, 8)), rng.integers(7, size=50))
+    test = cached(tmp_path, "test", rng.standard_normal((23, 8)), rng.integers(7, size=23))
+    ks = [1, 5, 20]
+    runs = [
+        knn_accuracy(train, test, ks, temperature=0.1, train_chunk=train_chunk, test_chunk=test_chunk)
+        for train_chunk, test_chunk in [(1, 1), (7, 5), (50, 23), (1000, 1000)]
+    ]
+    assert all(run == runs[0] for run in runs)
+    for k in ks:
+        assert runs[0][k] == pytest.approx(dense_knn(train, test, k, 0.1))
+
+
+def test_knn_rejects_k_larger_than_the_train_set(tmp_path):
+    rng = np.random.default_rng(5)
+    train = cached(tmp_path, "train", rng.standard_normal((10, 4)), np.arange(10) % 2)
+    test = cached(tmp_path, "test", rng.standard_normal((3, 4)), np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="k=20 exceeds the 10 train features"):
+        knn_accuracy(train, test, ks=[5, 20])
+
+
+# ---------------------------------------------------------------- tools/probe.py
+
+
+def test_probe_tool_on_digits_with_a_random_trunk(tmp_path):
+    features_dir = tmp_path / "features"
+    command = [
+        sys.executable, str(REPO / "tools" / "probe.py"),
+        "--checkpoint", "random", "--data", "digits", "--features-dir", str(features_dir),
+        "--epochs", "3", "--batch-size", "256", "--lrs", "0.3", "0.03", "--wds", "1e-6",
+        "--ks", "5", "20", "--workers", "0",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # see one_thread
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((features_dir / "results.json").read_text())
+    assert (results["train_count"], results["test_count"], results["dim"]) == (1437, 360, 512)
+    assert [(point["lr"], point["wd"]) for point in results["linear"]["grid"]] == [(0.3, 1e-6), (0.03, 1e-6)]
+    # 10 classes (chance 10%); a random ResNet-18 on digits is far above chance on both probes.
+    assert results["linear"]["test_top1"] > 50.0
+    assert set(results["knn"]) == {"5", "20"} and results["knn"]["5"]["top1"] > 80.0
+    for line in ("Probe of random on digits", "linear, lr ", "k-NN, k = 5 ", "k-NN, k = 20 "):
+        assert line in result.stdout
+    producer = json.loads(sidecar_path(features_dir, "test").read_text())["producer"]
+    assert producer["trunk"]["checkpoint"] == "random"
+    assert "Normalize(mean=[0.5, 0.5, 0.5]" in producer["transform"]  # the digits pretraining's

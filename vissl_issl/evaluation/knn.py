@@ -1,0 +1,84 @@
+"""Cosine k-NN classification of cached features with temperature-weighted votes.
+
+For a test feature q and train features t_j (labels y_j), s_j = <q/|q|, t_j/|t_j|>; N_k(q) are the
+k train rows of largest s_j, and class c gets the vote ``v_c = sum_{j in N_k(q), y_j = c} exp(s_j / T)``
+(T = 0.07 by default). The prediction ranks classes by vote, ties to the smaller class index
+(:func:`~vissl_issl.evaluation.linear_probe.label_ranks`); top-1 and top-5 are reported. Equal
+similarities at the k-th place are broken arbitrarily.
+
+Every k is served by one search for the largest k: the top-K neighbours come out sorted, and the
+top-k for k < K are their first k. Memory is bounded by chunks on both sides: the outer loop reads
+each chunk of train rows once, the inner loop scores every chunk of test rows against it and merges
+the chunk's best K into each test row's running best K (``(N_test, K)`` similarities and labels).
+"""
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vissl_issl.evaluation.features import Features
+from vissl_issl.evaluation.linear_probe import TOP_K, check_labels, chunks, label_ranks, read_rows
+
+DEFAULT_KS = (5, 20, 200)
+DEFAULT_TEMPERATURE = 0.07
+
+
+def normalized_rows(split: Features, rows: np.ndarray, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm float32 features ``(n, d)`` and labels ``(n,)`` of ``rows``."""
+    features, labels = read_rows(split, rows, device)
+    return F.normalize(features, dim=1), labels
+
+
+def nearest_neighbours(
+    train: Features, test: Features, k: int, train_chunk: int, test_chunk: int, device: torch.device
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(similarities, labels)``, both ``(N_test, k)``, of each test row's k most cosine-similar
+    train rows, in decreasing similarity."""
+    best_sims = torch.full((len(test), k), -torch.inf, device=device)
+    best_labels = torch.zeros(len(test), k, dtype=torch.long, device=device)
+    train_chunks = list(chunks(np.arange(len(train)), train_chunk))
+    for train_rows in tqdm(train_chunks, desc=f"k-NN (k <= {k})", unit="train chunk"):
+        keys, key_labels = normalized_rows(train, train_rows, device)
+        for start in range(0, len(test), test_chunk):
+            stop = min(start + test_chunk, len(test))
+            rows = slice(start, stop)
+            queries, _ = normalized_rows(test, np.arange(start, stop), device)
+            sims, index = (queries @ keys.T).topk(min(k, len(keys)), dim=1)
+            merged_sims = torch.cat([best_sims[rows], sims], dim=1)
+            merged_labels = torch.cat([best_labels[rows], key_labels[index]], dim=1)
+            best_sims[rows], keep = merged_sims.topk(k, dim=1)
+            best_labels[rows] = merged_labels.gather(1, keep)
+    return best_sims, best_labels
+
+
+def knn_accuracy(
+    train: Features,
+    test: Features,
+    ks: Sequence[int] = DEFAULT_KS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    train_chunk: int = 16384,
+    test_chunk: int = 1024,
+) -> Dict[int, Tuple[float, float]]:
+    """``{k: (top-1, top-5)}`` in percent of cosine k-NN with ``exp(s / temperature)`` votes."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers; got {list(ks)}")
+    if max(ks) > len(train):
+        raise ValueError(f"k={max(ks)} exceeds the {len(train)} train features")
+    if temperature <= 0 or train_chunk < 1 or test_chunk < 1:
+        raise ValueError(
+            f"temperature, train_chunk and test_chunk must be positive; got {temperature}, {train_chunk}, "
+            f"{test_chunk}"
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    num_classes = check_labels(train, test)
+    sims, neighbour_labels = nearest_neighbours(train, test, max(ks), train_chunk, test_chunk, device)
+    labels = torch.from_numpy(np.array(test.labels)).to(device)
+    results = {}
+    for k in sorted(set(ks)):
+        votes = torch.zeros(len(test), num_classes, device=device)
+        votes.scatter_add_(1, neighbour_labels[:, :k], torch.exp(sims[:, :k] / temperature))
+        ranks = label_ranks(votes, labels)
+        results[k] = tuple(100.0 * (ranks < top).sum().item() / len(test) for top in TOP_K)
+    return results
