@@ -24,6 +24,8 @@ setup(
         "scikit-learn>=1.3",
         "scipy",
         "matplotlib",
+        "tqdm",
+        "pyyaml",
     ],
     extras_require={"test": ["pytest>=7"]},
 )
