@@ -183,3 +183,44 @@ def test_folder_datasets_need_only_data_paths(tmp_path):
     assert get_data_files("TRAIN", config.DATA) == [[str(tmp_path)], [str(tmp_path)]]
     _, digits = compose(["config=pretrain/dissl/dissl_resnet18_digits"])
     assert digits.DATA.TRAIN.LABEL_PATHS == []
+
+
+W_MSE = {  # the authors' README commands: dataset -> (epochs, lr, emb, w_size, W-MSE 2 w_iter)
+    "cifar10": (1000, 3e-3, 64, 128, 1),
+    "cifar100": (1000, 3e-3, 64, 128, 1),
+    "stl10": (2000, 2e-3, 128, 256, 4),
+    "tinyimagenet": (1000, 2e-3, 128, 256, 4),
+}
+
+
+@pytest.mark.parametrize("views", [4, 2])
+@pytest.mark.parametrize("dataset", sorted(W_MSE))
+def test_w_mse_recipes_compose_with_the_authors_settings(dataset, views):
+    _, config = compose([f"config=pretrain/w_mse/w_mse{views}_resnet18_{dataset}"])
+    epochs, lr, emb, w_size, w_iter = W_MSE[dataset]
+    block = config.LOSS.w_mse_loss
+    assert (block.num_samples, block.embedding_dim, block.w_size) == (views, emb, w_size)
+    assert block.w_iter == (1 if views == 4 else w_iter)
+    assert config.DATA.TRAIN.TRANSFORMS[0] == {"name": "ImgReplicatePil", "num_times": views}
+    batch = config.DATA.TRAIN.BATCHSIZE_PER_REPLICA
+    assert batch == (256 if views == 4 else 512)
+    assert config.OPTIMIZER.num_epochs == epochs and config.OPTIMIZER.name == "adam"
+    schedule = config.OPTIMIZER.param_schedulers.lr
+    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx([lr, lr, 0.2 * lr, 0.04 * lr])
+    images = {"cifar10": 50000, "cifar100": 50000, "stl10": 105000, "tinyimagenet": 100000}[dataset]
+    steps = images // batch * epochs
+    assert schedule.lengths[0] * steps == pytest.approx(500)  # 500 warm-up iterations
+    assert sum(schedule.lengths[:2]) * epochs == pytest.approx(epochs - 50)  # x0.2 at E - 50, E - 25
+    assert schedule.lengths[2] * epochs == pytest.approx(25)
+    assert config.MODEL.TRUNK.TV_RESNET.SMALL_IMAGE_STEM
+    assert config.MODEL.TRUNK.TV_RESNET.MAXPOOL == (dataset not in ("cifar10", "cifar100"))  # 32 px: none
+    assert config.CHECKPOINT.CHECKPOINT_FREQUENCY == 100
+
+
+def test_stl10_unlabeled_source_reads_an_existing_root_and_never_downloads(tmp_path):
+    from vissl.data import build_dataset
+
+    _, config = compose(["config=pretrain/w_mse/w_mse4_resnet18_stl10", f"config.DATA.TRAIN.DATA_PATHS=[{tmp_path}]"])
+    with pytest.raises(RuntimeError, match="Dataset not found"):
+        build_dataset(config, "TRAIN")
+    assert list(tmp_path.iterdir()) == []

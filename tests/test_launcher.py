@@ -119,3 +119,20 @@ def test_vissls_simclr_digits_baseline_trains(run_launcher):
     losses = [r["loss"] for r in logged(out) if "loss" in r]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
+
+
+def test_w_mse_trains_through_the_launcher(run_launcher):
+    # 16 images per step whiten as one group: w_size must exceed the 32-d embedding, so 16 is
+    # too few; 2 steps of 32 images in groups of 32 need a 16-d head.
+    overrides = [
+        "config.OPTIMIZER.num_epochs=1",
+        "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=32",
+        "config.LOSS.w_mse_loss.w_size=32",
+        "config.MODEL.HEAD.PARAMS.1.1.dims=[1024,16]",
+    ]
+    out = run_launcher(overrides, config="pretrain/w_mse/w_mse_resnet18_digits")
+    losses = [r["loss"] for r in logged(out) if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)  # 64 images / 32 per step
+    assert (out / "model_final_checkpoint_phase0.torch").is_file()
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["LOSS"]["w_mse_loss"]["embedding_dim"] == 16 and saved["LOSS"]["w_mse_loss"]["num_samples"] == 2

@@ -37,10 +37,12 @@ class SlurmJob(distributed_launcher._ResumableSlurmJob):
 
 
 def compose(overrides: List[str], dump_config: bool = False):
-    """VISSL's ``convert_to_attrdict`` steps with the plugin's inference added before the
+    """VISSL's ``convert_to_attrdict`` steps, interpolations resolved, with the plugin's inference added before the
     ``train_config.yaml`` dump (which must precede VISSL's FSDP dtype conversion).
     Returns ``(args, config)`` like VISSL's."""
-    args = AttrDict(OmegaConf.to_container(compose_hydra_configuration(overrides)))
+    # Resolved, unlike VISSL's conversion, so configs may interpolate (``${config.X.Y}``); VISSL's
+    # own configs have no interpolations.
+    args = AttrDict(OmegaConf.to_container(compose_hydra_configuration(overrides), resolve=True))
     check_cfg_version(args)
     config = args.config
     infer_and_assert_hydra_config(config)

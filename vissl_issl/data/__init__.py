@@ -1,2 +1,2 @@
 """Registered with VISSL on import."""
-from vissl_issl.data import digits  # noqa: F401  (registers the "sklearn_digits" source)
+from vissl_issl.data import digits, stl10  # noqa: F401  (register "sklearn_digits", "stl10_unlabeled")
