@@ -5,7 +5,6 @@ import vissl_issl  # noqa: F401  (shims + registration)
 
 import pytest
 import torch
-import torch.nn.functional as F
 from classy_vision.losses import build_loss
 from torch.distributions import Categorical
 from vissl.config import AttrDict

@@ -1,7 +1,7 @@
 """``residual_mlp``: the fork's ``mlp ... is_residual: True`` head (spec §3.2)."""
 import vissl_issl  # noqa: F401  (compat shims + registration)
 
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
 import torch
