@@ -217,6 +217,54 @@ def test_w_mse_recipes_compose_with_the_authors_settings(dataset, views):
     assert config.CHECKPOINT.CHECKPOINT_FREQUENCY == 100
 
 
+@pytest.mark.parametrize("views", [4, 2])
+def test_w_mse_imagenet100_recipes_compose_with_the_authors_readme_command(views):
+    # The authors' final README, ImageNet-100: --dataset imagenet --epoch 240 --lr 2e-3 --emb 128
+    # --w_size 256 --crop_s0 0.08 --cj0 0.8 --cj1 0.8 --cj2 0.8 --cj3 0.2 --gs_p 0.2, and for
+    # W-MSE 4 --num_samples 4 --bs 256 (W-MSE 2: the defaults, 2 views, bs 512, w_iter 1).
+    _, config = compose([f"config=pretrain/w_mse/w_mse{views}_resnet18_imagenet100"])
+    block = config.LOSS.w_mse_loss
+    assert (block.num_samples, block.embedding_dim, block.w_size, block.w_iter) == (views, 128, 256, 1)
+    batch = config.DATA.TRAIN.BATCHSIZE_PER_REPLICA
+    assert batch == (256 if views == 4 else 512)
+    assert config.OPTIMIZER.num_epochs == 240 and config.OPTIMIZER.name == "adam"
+    assert config.OPTIMIZER.weight_decay == pytest.approx(1e-6)
+    schedule = config.OPTIMIZER.param_schedulers.lr
+    lr = 2e-3
+    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx([lr, lr, 0.2 * lr, 0.04 * lr])
+    assert sum(schedule.lengths) == pytest.approx(1)
+    assert schedule.lengths[0] * (126689 // batch * 240) == pytest.approx(500)  # 500 warm-up iterations
+    assert sum(schedule.lengths[:2]) * 240 == pytest.approx(190)  # x0.2 at E - 50 and E - 25
+    assert schedule.lengths[2] * 240 == pytest.approx(25)
+    # The standard ImageNet stem (the authors' model.py changes conv1 for every other dataset).
+    assert not config.MODEL.TRUNK.TV_RESNET.SMALL_IMAGE_STEM and config.MODEL.TRUNK.TV_RESNET.MAXPOOL
+    assert config.DATA.TRAIN.DATA_SOURCES == ["disk_folder"]
+    transforms = {t["name"]: {k: v for k, v in t.items() if k != "name"} for t in config.DATA.TRAIN.TRANSFORMS}
+    assert list(transforms)[0] == "ImgReplicatePil" and transforms["ImgReplicatePil"]["num_times"] == views
+    assert transforms["RandomResizedCrop"] == {"size": 224, "scale": [0.08, 1.0], "interpolation": 3}
+    assert transforms["ImgPilRandomColorJitter"] == {"strength": 1.0, "p": 0.8}  # ColorJitter(0.8, 0.8, 0.8, 0.2)
+    assert transforms["RandomGrayscale"] == {"p": 0.2} and transforms["RandomHorizontalFlip"] == {"p": 0.5}
+    assert transforms["ImgPilGaussianBlur"] == {"p": 0.5, "radius_min": 0.1, "radius_max": 2.0}
+    names = list(transforms)
+    assert names.index("ImgPilGaussianBlur") == names.index("RandomHorizontalFlip") + 1  # blur after the flip
+    assert transforms["Normalize"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_w_mse_imagenet100_transforms_build_four_224px_views_with_the_blur():
+    from PIL import Image
+    from vissl.data.ssl_transforms import get_transform
+
+    _, config = compose(["config=pretrain/w_mse/w_mse4_resnet18_imagenet100"])
+    transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
+    sample = {"data": [Image.new("RGB", (500, 375), (120, 60, 30))], "label": [0], "data_valid": [True], "data_idx": [0]}
+    views = transform(sample)["data"]
+    assert len(views) == 4 and all(tuple(v.shape) == (3, 224, 224) for v in views)
+    blur = [t.transform for t in transform.transforms if type(t.transform).__name__ == "ImgPilGaussianBlur"]
+    assert [(b.prob, b.radius_min, b.radius_max) for b in blur] == [(0.5, 0.1, 2.0)]
+    jitter = [t.transform for t in transform.transforms if type(t.transform).__name__ == "ImgPilRandomColorJitter"]
+    assert [(j.p, j.strength) for j in jitter] == [(0.8, 1.0)]
+
+
 def test_stl10_unlabeled_source_reads_an_existing_root_and_never_downloads(tmp_path):
     from vissl.data import build_dataset
 
