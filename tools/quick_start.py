@@ -1,6 +1,6 @@
 """Quick start: ISSL on the embedded digits, on CPU, then the fast probe on frozen features.
 
-    bash tools/env.sh python tools/quick_start.py [--method dissl cissl simclr w_mse] [--epochs N]
+    bash tools/env.sh python tools/quick_start.py [--method dissl cissl simclr c_simclr byol c_byol w_mse] [--epochs N]
                                                   [--out DIR] [config.X=Y ...]
 
 1. Pretrains each method (DISSL by default) with VISSL's engine through the plugin launcher, from
@@ -26,7 +26,15 @@ from typing import Any, Dict, List
 import probe  # tools/probe.py, next to this file
 
 TOOLS = Path(__file__).resolve().parent
-METHODS: Dict[str, str] = {"dissl": "DISSL", "cissl": "CISSL", "simclr": "SimCLR (VISSL's loss)", "w_mse": "W-MSE 2"}
+METHODS: Dict[str, str] = {
+    "dissl": "DISSL",
+    "cissl": "CISSL",
+    "simclr": "SimCLR (VISSL's loss)",
+    "c_simclr": "C-SimCLR",
+    "byol": "BYOL",
+    "c_byol": "C-BYOL",
+    "w_mse": "W-MSE 2",
+}
 # The digits train split has 1437 images: the authors' ImageNet batch of 2048 would give one step
 # per epoch, so the probe uses 256 (lr is scaled by batch / 256).
 PROBE_ARGS = ["--data", "digits", "--batch-size", "256", "--workers", "0"]

@@ -1,2 +1,2 @@
 """Registered with VISSL on import."""
-from vissl_issl.heads import jl_mlp, residual_mlp  # noqa: F401  (register "jl_mlp", "residual_mlp")
+from vissl_issl.heads import jl_mlp, residual_mlp, stochastic_predictor  # noqa: F401  (registration)

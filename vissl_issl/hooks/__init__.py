@@ -10,8 +10,17 @@ from classy_vision.hooks import ClassyHook
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
+    """VISSL's default hooks, plus the momentum target for BYOL-style losses."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
+    from classy_vision.losses import LOSS_REGISTRY
     from vissl.hooks import default_hook_generator
 
-    return default_hook_generator(cfg)
+    from vissl_issl.hooks.momentum_target import MomentumTargetHook
+    from vissl_issl.losses.byol import BYOLLoss
+
+    hooks = default_hook_generator(cfg)
+    loss_cls = LOSS_REGISTRY.get(cfg.LOSS.name)
+    if isinstance(loss_cls, type) and issubclass(loss_cls, BYOLLoss):
+        hooks.append(MomentumTargetHook())
+    return hooks

@@ -1,0 +1,142 @@
+r"""C-SimCLR: SimCLR with a Conditional Entropy Bottleneck (Lee et al., "Compressive Visual
+Representations", NeurIPS 2021), after the authors' ``add_contrastive_ceb_loss``
+(compression_ssl.md §B.2).
+
+With ``u_i = l2n(view 0 of image i)``, ``v_i = l2n(view 1 of image i)`` and vMF densities on the
+unit sphere ``log vMF(z; mu, kappa) = log C_d(kappa) + kappa mu.z``, the forward direction of
+image ``i`` is::
+
+    z_i ~ vMF(u_i, kappa_e)                    (z_i = u_i with sampling off)
+    R_i = log vMF(z_i; u_i, kappa_e) - log vMF(z_i; v_i, kappa_b)      residual information, nats
+    H_i = -log softmax_c(kappa_b z_i . w_c)[v_i]                        InfoNCE over every gathered
+                                                                          u and v, z_i's own u masked
+
+and the backward direction swaps the views (``z'_i ~ vMF(v_i, kappa_e)``, ``R'_i``, ``H'_i``).
+The loss, summed over both directions as the authors do (not averaged like VISSL's SimCLR)::
+
+    L = mean_i [ beta (R_i + R'_i) + H_i + H'_i ]
+
+Mapping to the authors' code: they minimise ``beta R - I`` per direction with the InfoNCE bound
+``I = log(2 B_g - 1) - H`` (``B_g`` = global batch of images). We drop the constant
+``2 log(2 B_g - 1)``, which changes no gradient, so that with ``beta = 0`` and sampling off the
+loss is exactly 2 x VISSL's ``simclr_info_nce_loss`` at temperature ``1 / kappa_b`` (§D.2). The
+``log C_d`` normalisers cancel in the softmax; in ``R`` they only shift the value reported in nats.
+"""
+import pprint
+from typing import Any, Dict, Mapping
+
+import torch
+import torch.nn.functional as F
+from classy_vision.generic.distributed_util import get_rank
+from classy_vision.losses import ClassyLoss, register_loss
+from vissl.utils.distributed_utils import gather_from_all
+
+from vissl_issl.config import ConfigError, count_crops, fill_or_check, head_output_dim, loss_block, loss_params, require
+from vissl_issl.losses import von_mises_fisher as vmf
+
+NAME = "c_simclr_loss"
+KEY = f"config.LOSS.{NAME}"
+DEFAULTS: Dict[str, Any] = {
+    "kappa_e": 1024.0,  # CVR scripts/csimclr.sh
+    "kappa_b": 10.0,  # CVR scripts/csimclr.sh: temperature 1 / 10 = SimCLR's 0.1
+    "beta": 1.0,  # CVR scripts (the run.py flag default 0.0 turns compression off, §B.6)
+    "sampling": True,  # CVR run.py ceb_sampling
+    "embedding_dim": None,
+}
+INFERRED = ("embedding_dim",)
+
+
+def check_constants(kappa_e: float, kappa_b: float, beta: float) -> None:
+    for name, value in (("kappa_e", kappa_e), ("kappa_b", kappa_b)):
+        if not value > 0:
+            raise ConfigError(f"{KEY}.{name}={value} must be > 0 (a vMF concentration)")
+    if not beta >= 0:
+        raise ConfigError(f"{KEY}.beta={beta} must be >= 0 (the weight of the residual information)")
+
+
+def anchor_columns(num_rows: int, device: torch.device) -> Dict[str, torch.Tensor]:
+    """Gathered column of each anchor row's own embedding and of its positive, each ``(2B,)``.
+
+    Rank ``r``'s rows sit at columns ``r * 2B .. r * 2B + 2B``; row ``k``'s positive is the other
+    view of the same image, local row ``(k + B) mod 2B``."""
+    rows = torch.arange(num_rows, device=device)
+    offset = get_rank() * num_rows
+    return {"own": rows + offset, "positive": (rows + num_rows // 2) % num_rows + offset}
+
+
+def c_simclr_loss(
+    embeddings: torch.Tensor, kappa_e: float, kappa_b: float, beta: float, sampling: bool
+) -> torch.Tensor:
+    """C-SimCLR on ``embeddings`` ``(2B, d)`` view-major, un-normalised: fp32 scalar, both
+    directions at once as ``2B`` anchor rows (row ``k < B``: forward for image ``k``; row
+    ``k >= B``: backward for image ``k - B``)."""
+    # VISSL computes the loss under autocast: keep the logits and kappa_e-scaled log-densities fp32.
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        means = F.normalize(embeddings.float(), dim=1)  # forward-encoder means: u for view 0, v for view 1
+        half = len(means) // 2
+        backward_means = torch.cat([means[half:], means[:half]])  # the other view of each row's image
+        z = vmf.sample(means, kappa_e) if sampling else means
+        residual = vmf.log_prob(z, means, kappa_e) - vmf.log_prob(z, backward_means, kappa_b)
+        # log vMF(z; w_c, kappa_b) up to the shared log C_d(kappa_b), which cancels in the softmax.
+        logits = kappa_b * z @ gather_from_all(means).t()
+        columns = anchor_columns(len(means), means.device)
+        # The anchor's own embedding is not a candidate: 2 B_g - 1 remain, as in SimCLR.
+        logits = logits.scatter(1, columns["own"].unsqueeze(1), float("-inf"))
+        cross_entropy = F.cross_entropy(logits, columns["positive"], reduction="none")
+        # Sum over both directions, mean over the B images.
+        return (beta * residual + cross_entropy).sum() / half
+
+
+@register_loss(NAME)
+class CSimCLRLoss(ClassyLoss):
+    r"""C-SimCLR (contrastive CEB); see the module docstring for the equation.
+
+    ``forward(output, target)``: ``output`` ``(2 * B, embedding_dim)``, the projection head's
+    un-normalised output, view-major (the B images of view 0, then of view 1: VISSL's
+    ``simclr_collator`` with VISSL's standard model); target ignored; returns a fp32 scalar.
+    Embeddings are gathered from every rank with VISSL's gradient-keeping gather, and each rank
+    returns the mean over its own images, so DDP's gradient average equals the whole-batch loss
+    when every rank has the same B (``DATA.TRAIN.DROP_LAST: True`` on several processes).
+
+    Config (``LOSS.c_simclr_loss``):
+        kappa_e (float): concentration of the forward encoder's vMF noise (1024; > 0).
+        kappa_b (float): concentration of the backward encoder / decoder, 1 / temperature (10; > 0).
+        beta (float): weight of the residual information R (1.0; >= 0; 0 gives SimCLR).
+        sampling (bool): sample z ~ vMF(mean, kappa_e) (True), or use the mean.
+        embedding_dim (int): inferred from the last head's output size.
+    """
+
+    def __init__(self, kappa_e: float, kappa_b: float, beta: float, sampling: bool, embedding_dim: int):
+        super().__init__()
+        check_constants(kappa_e, kappa_b, beta)
+        self.kappa_e, self.kappa_b, self.beta = float(kappa_e), float(kappa_b), float(beta)
+        self.sampling, self.embedding_dim = bool(sampling), int(embedding_dim)
+
+    @classmethod
+    def from_config(cls, loss_config: Mapping[str, Any]) -> "CSimCLRLoss":
+        return cls(**loss_params(loss_config, NAME, DEFAULTS, INFERRED))
+
+    @classmethod
+    def infer_config(cls, config) -> None:
+        """Check the data and model around the loss (2 views, ``simclr_collator``, equal per-rank
+        batches) and fill ``embedding_dim`` from the last head, in place."""
+        block = loss_block(config, NAME, DEFAULTS)
+        check_constants(block.kappa_e, block.kappa_b, block.beta)
+        views = count_crops(config.DATA.TRAIN.TRANSFORMS)
+        require(views, 2, "the number of views made by config.DATA.TRAIN.TRANSFORMS", NAME)
+        require(config.DATA.TRAIN.COLLATE_FUNCTION, "simclr_collator", "config.DATA.TRAIN.COLLATE_FUNCTION", NAME)
+        last_head = head_output_dim(config.MODEL.HEAD.PARAMS[-1])
+        fill_or_check(block, KEY, "embedding_dim", last_head, "config.MODEL.HEAD.PARAMS[-1]")
+        if config.DISTRIBUTED.NUM_NODES * config.DISTRIBUTED.NUM_PROC_PER_NODE > 1:
+            require(config.DATA.TRAIN.DROP_LAST, True, "config.DATA.TRAIN.DROP_LAST", f"{NAME} on several processes")
+
+    def forward(self, output: torch.Tensor, target: Any = None) -> torch.Tensor:
+        if output.ndim != 2 or len(output) % 2 or len(output) == 0 or output.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"{NAME} got embeddings of shape {tuple(output.shape)}; expected (2 * B, embedding_dim) = "
+                f"(2 * B, {self.embedding_dim}), view-major, B > 0"
+            )
+        return c_simclr_loss(output, self.kappa_e, self.kappa_b, self.beta, self.sampling)
+
+    def __repr__(self) -> str:
+        return pprint.pformat({"name": self._get_name(), **{k: getattr(self, k) for k in DEFAULTS}}, indent=2)
