@@ -23,6 +23,8 @@ setup(
         "numpy>=1.26",
         "scikit-learn>=1.3",
         "scipy",
+        "mpmath",
+        "compressai==1.2.8",
         "matplotlib",
         "tqdm",
         "pyyaml",

@@ -114,10 +114,12 @@ def test_cissl_trains_through_the_launcher(run_launcher, processes):
     assert saved["LOSS"]["name"] == "cissl_loss" and saved["MODEL"]["HEAD_CROPS"] == [None, None]
 
 
-def test_vissls_simclr_digits_baseline_trains(run_launcher):
-    out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config="pretrain/simclr/simclr_resnet18_digits")
+@pytest.mark.parametrize("processes", [1, 2])
+def test_vissls_simclr_digits_baseline_trains(run_launcher, processes):
+    overrides = ["config.OPTIMIZER.num_epochs=1", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={processes}"]
+    out = run_launcher(overrides, config="pretrain/simclr/simclr_resnet18_digits")
     losses = [r["loss"] for r in logged(out) if "loss" in r]
-    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert len(losses) == 4 // processes and all(math.isfinite(x) for x in losses)
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
 
 

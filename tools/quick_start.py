@@ -1,7 +1,7 @@
 """Quick start: ISSL on the embedded digits, on CPU, then the fast probe on frozen features.
 
-    bash tools/env.sh python tools/quick_start.py [--method dissl cissl simclr c_simclr byol c_byol w_mse] [--epochs N]
-                                                  [--out DIR] [config.X=Y ...]
+    bash tools/env.sh python tools/quick_start.py [--method dissl cissl simclr c_simclr byol c_byol w_mse bince vic]
+                                                  [--epochs N] [--out DIR] [config.X=Y ...]
 
 1. Pretrains each method (DISSL by default) with VISSL's engine through the plugin launcher, from
    its digits config (``config=pretrain/<method>/<method>_resnet18_digits``: ResNet-18,
@@ -11,6 +11,10 @@
    (cached once), a linear probe with the authors' lr x wd sweep selected on held-out training
    images, and cosine k-NN; prints test top-1 side by side.
 3. Plots the pretraining losses to ``<out>/loss_curve.png``.
+4. For the compressors (``bince``, ``vic``): entropy-codes both splits into real bitstreams, reads
+   them back, and prints bits per image and the probe on the decoded codes next to JPEG/PNG/WebP
+   of the same images at matched accuracy (``tools/compress.py report``, into
+   ``<out>/<method>/report``).
 
 Re-running resumes (VISSL's AUTO_RESUME), skips pretraining once it has finished and reuses the
 cached features.
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import compress  # tools/compress.py, next to this file
 import probe  # tools/probe.py, next to this file
 
 TOOLS = Path(__file__).resolve().parent
@@ -34,7 +39,12 @@ METHODS: Dict[str, str] = {
     "byol": "BYOL",
     "c_byol": "C-BYOL",
     "w_mse": "W-MSE 2",
+    "bince": "BINCE compressor",
+    "vic": "VIC compressor",
 }
+COMPRESSORS = ("bince", "vic")
+# JPEG/WebP qualities of the classical baselines: a sweep short enough for a CPU quick start.
+QUALITIES = ["10", "30", "50", "70", "90"]
 # The digits train split has 1437 images: the authors' ImageNet batch of 2048 would give one step
 # per epoch, so the probe uses 256 (lr is scaled by batch / 256).
 PROBE_ARGS = ["--data", "digits", "--batch-size", "256", "--workers", "0"]
@@ -107,6 +117,10 @@ def main() -> None:
         name = f"{METHODS[method]}, {args.epochs} epochs"
         print(f"{row(name, results[method], random)}   pretraining {minutes[method]:.1f} min")
     print(f"Loss curves: {plot_losses(out, args.method)}")
+    for method in (m for m in args.method if m in COMPRESSORS):
+        print(f"\n{METHODS[method]}: real bitstreams of the digits, and JPEG/PNG/WebP of the same images")
+        argv = ["report", "--checkpoint", str(out / method / "checkpoint.torch"), *PROBE_ARGS[:2]]
+        compress.main([*argv, "--qualities", *QUALITIES, "--out", str(out / method / "report")])
 
 
 if __name__ == "__main__":
