@@ -158,6 +158,9 @@ def test_vic_loss_checks_the_canonical_target():
         loss(output, torch.zeros(2))  # sample indices: the wrong collator
     with pytest.raises(ValueError, match="image_decoder output of shape"):
         loss(output[:, :-1], torch.zeros(2, 3, 4, 4))
+    # The range is checked on the first good batch only: the transforms do not change between steps.
+    loss(output, torch.zeros(2, 3, 4, 4))
+    assert torch.isfinite(loss(output, torch.full((2, 3, 4, 4), -0.5)))
 
 
 def bince(**options):

@@ -236,6 +236,7 @@ class VICLoss(CompressionLoss):
         if len(image_shape) != 3:
             raise ConfigError(f"config.LOSS.{self.NAME}.image_shape={image_shape} must be [C, H, W]")
         self.likelihood, self.image_shape = likelihood, [int(s) for s in image_shape]
+        self.checked_target_range = False
 
     @classmethod
     def check_data(cls, config) -> None:
@@ -270,14 +271,21 @@ class VICLoss(CompressionLoss):
                 f"{self.NAME} got target of shape {tuple(getattr(target, 'shape', ()))}; expected the canonical images "
                 f"{tuple(decoded.logits.shape)} (config.DATA.TRAIN.COLLATE_FUNCTION={self.COLLATOR})"
             )
+        if not self.checked_target_range:
+            self.check_target_range(target)
+        distortions = LIKELIHOODS[self.likelihood](decoded.logits, target)
+        return self.objective(decoded.bits, decoded.aux, distortions)
+
+    def check_target_range(self, target: torch.Tensor) -> None:
+        # The transforms are the same for every batch, so the first one shows a misconfiguration;
+        # checking every step would cost a host synchronisation per step.
         low, high = torch.aminmax(target.detach())
-        if low < -1e-6 or high > 1 + 1e-6:  # one host sync per step, worth the clear error
+        if low < -1e-6 or high > 1 + 1e-6:
             raise ValueError(
                 f"{self.NAME} got canonical images in [{low.item():.3g}, {high.item():.3g}]; expected [0, 1]: normalise "
                 "only the augmented view (e.g. Normalize inside ImgPilMultiCropRandomApply with prob [1.0, 0.0])"
             )
-        distortions = LIKELIHOODS[self.likelihood](decoded.logits, target)
-        return self.objective(decoded.bits, decoded.aux, distortions)
+        self.checked_target_range = True
 
 
 # BINCE -----------------------------------------------------------------------------------------
