@@ -340,13 +340,11 @@ def test_constructor_checks_constants_and_requires_the_embedding_size():
 # 6. training through the plugin launcher ------------------------------------------------------
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_c_simclr_trains_through_the_launcher(run_launcher, processes):
-    # 64 images, 16 per rank; TINY's two views are identical copies, which simclr_collator stacks.
-    overrides = ["config.OPTIMIZER.num_epochs=1", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={processes}"]
-    out = run_launcher(overrides, config=DIGITS)
+def test_c_simclr_trains_through_the_launcher(run_launcher):
+    # 64 images, 16 per step; TINY's two views are identical copies, which simclr_collator stacks.
+    out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config=DIGITS)
     losses = [r["loss"] for r in logged(out) if "loss" in r]
-    assert len(losses) == 4 // processes and all(math.isfinite(x) for x in losses)
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert saved["LOSS"]["name"] == "c_simclr_loss" and saved["LOSS"]["c_simclr_loss"]["embedding_dim"] == 128

@@ -417,12 +417,11 @@ def test_image_decoder_reconstructs_the_shape_and_passes_the_rate_through():
 # 8. training through the plugin launcher -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("config, processes", [(BINCE_DIGITS, 1), (BINCE_DIGITS, 2), (VIC_DIGITS, 1)])
-def test_compressors_train_through_the_launcher(run_launcher, config, processes):
-    overrides = ["config.OPTIMIZER.num_epochs=1", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={processes}"]
-    out = run_launcher(overrides, config=config)
+@pytest.mark.parametrize("config", [BINCE_DIGITS, VIC_DIGITS])
+def test_compressors_train_through_the_launcher(run_launcher, config):
+    out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config=config)
     losses = [r["loss"] for r in logged(out) if "loss" in r]
-    assert len(losses) == 4 // processes and all(math.isfinite(x) for x in losses)
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert "quantiles" in saved["OPTIMIZER"]["non_regularized_parameters"]

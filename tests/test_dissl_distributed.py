@@ -1,7 +1,9 @@
-"""DISSL on 2 gloo ranks under DDP equals one process holding the whole batch."""
+"""DISSL on 2 gloo ranks under DDP equals one process holding the whole batch, and moves O(C)
+floats per rank per step whatever the batch size."""
 import vissl_issl  # noqa: F401  (shims + registration)
 
 from typing import Dict, List, Tuple
+from unittest import mock
 
 import pytest
 import torch
@@ -57,6 +59,27 @@ def on_logits(objective):
     return lambda out: objective(*split_logits(out))
 
 
+def floats_communicated(batch_size: int) -> int:
+    """Floats this rank sends through collectives in one DISSL forward + backward on ``batch_size``
+    images per rank (the loss alone: DDP's gradient all-reduce is the model's, not the loss's)."""
+    sent = []
+    all_gather, all_reduce = dist.all_gather, dist.all_reduce
+
+    def counting_all_gather(outputs, tensor, *args, **kwargs):
+        sent.append(tensor.numel())
+        return all_gather(outputs, tensor, *args, **kwargs)
+
+    def counting_all_reduce(tensor, *args, **kwargs):
+        sent.append(tensor.numel())
+        return all_reduce(tensor, *args, **kwargs)
+
+    teacher = torch.randn(len(CROPS_FOR_TEACHER) * batch_size, NUM_CLASSES, requires_grad=True)
+    student = torch.randn(NUM_CROPS * batch_size, NUM_CLASSES, requires_grad=True)
+    with mock.patch.object(dist, "all_gather", counting_all_gather), mock.patch.object(dist, "all_reduce", counting_all_reduce):
+        make_loss()([teacher, student], None).backward()
+    return sum(sent)
+
+
 def ranks_work(rank: int) -> Dict[str, Dict[str, object]]:
     dissl = make_loss()
     even = images_of_rank(make_features(sum(EVEN_SPLIT)), EVEN_SPLIT, rank)
@@ -64,6 +87,7 @@ def ranks_work(rank: int) -> Dict[str, Dict[str, object]]:
     return {
         "even": ddp_loss_and_grads(make_model(), even, on_logits(lambda t, s: dissl([t, s], None))),
         "uneven": ddp_loss_and_grads(make_model(), uneven, on_logits(lambda t, s: marginal_entropy(t))),
+        "traffic": {batch: floats_communicated(batch) for batch in (2, 64)},
     }
 
 
@@ -93,3 +117,12 @@ def test_uneven_batches_give_exact_global_marginal_entropy(rank_results):
         local_logits = make_model()(images_of_rank(features, UNEVEN_SPLIT, rank))
         local = marginal_entropy(split_logits(local_logits)[0])
         assert not torch.allclose(local, expected["value"], atol=1e-4)
+
+
+def test_marginal_traffic_is_O_of_C_per_rank_whatever_the_batch(rank_results):
+    # Forward: each rank all-gathers its per-crop sums and count, G (C + 1) floats; backward:
+    # VISSL's GatherLayer all-reduces the gradient of the gathered (world, G, C + 1) tensor.
+    groups, world = len(CROPS_FOR_TEACHER), len(rank_results)
+    expected = groups * (NUM_CLASSES + 1) * (1 + world)
+    for result in rank_results:
+        assert result["traffic"] == {2: expected, 64: expected}

@@ -79,6 +79,7 @@ def test_vissl_sgd_with_use_larc_wraps_it(clip):
     p = torch.nn.Parameter(torch.tensor(P))
     optimizer.set_param_groups([p])
     assert isinstance(optimizer.optimizer, LARC)
+    assert optimizer.optimizer.optim.defaults["fused"]  # torch's single-pass SGD kernel
     p.grad = torch.tensor(G)
     optimizer.optimizer.step()
     expected = [2.94, 3.92] if clip else [2.97, 3.96]

@@ -79,7 +79,7 @@ class LARC:
         scale = torch.where(active, local_lr, torch.ones_like(local_lr))
         decay = active.to(param_norms.dtype) * weight_decay
         for p, g, d, s in zip(params, grads, decay, scale):
-            g.add_(p * d).mul_(s)
+            g.addcmul_(p, d).mul_(s)  # in place: no parameter-sized temporary
 
     def step(self, closure: Optional[Callable] = None):
         weight_decays = [group.get("weight_decay", 0.0) for group in self.optim.param_groups]

@@ -1,0 +1,559 @@
+"""Speed benchmarks: every method's training step side by side, and the augmentation pipelines.
+
+    bash tools/env.sh python tools/benchmark.py step [--device cpu|gpu] [--batch N] [--crops 2x224 ...]
+                                                     [--methods ...] [--steps N] [--repeats N] [--doc FILE]
+    bash tools/env.sh python tools/benchmark.py data [--crops m2 m6 m8] [--workers N ...] [--folder DIR] [--doc FILE]
+
+``step`` runs VISSL's own training step (``standard_train_step``, with the hooks of the plugin's
+hook generator, DDP wrapping, AMP and SyncBN on GPU) for each method in a fresh process, on the same
+ResNet trunk, crops and per-GPU batch. Batches come from VISSL's synthetic data source through each
+method's collator, are made once and then cycled, so the data wait is ~0 and the device is the
+bottleneck (the loader is measured by ``data``). Warm-up steps are excluded; each repeat times
+``--steps`` steps and the table gives the median over repeats. The phases are VISSL's own
+``PerfTimer`` sections (CUDA events on GPU); "hooks" is the time in hooks inside the step (DINO's
+and BYOL's teacher forward and EMA), "other" the rest of the loop. Every row uses SGD with the
+plugin's apex-free LARC (the DISSL recipe's optimizer), except the compressors, whose losses refuse
+LARC and keep their recipe's AdamW.
+
+``data`` times VISSL's dataset + the recipes' real augmentation pipelines + the collator per
+DataLoader worker on JPEGs (ImageNet-sized synthetic ones unless ``--folder`` points at real ones).
+
+Both print a markdown table and, with ``--doc``, replace that table's section (between
+``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``) in the file, with the command,
+machine and versions.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("data", "forward", "hooks", "loss", "backward", "optimizer", "other")
+# VISSL's PerfTimer sections (standard_train_step) summed into each phase.
+TIMERS = {
+    "data": ("read_sample",),
+    "forward": ("forward",),
+    "hooks": ("hooks",),
+    "loss": ("loss_compute", "loss_all_reduce"),
+    "backward": ("backward",),
+    "optimizer": ("optimizer_step",),
+}
+LARC = (
+    "config.OPTIMIZER.name=sgd",
+    "config.OPTIMIZER.use_larc=True",
+    "config.OPTIMIZER.larc_config={clip:False,trust_coefficient:0.001,eps:0.00000001}",
+    "config.OPTIMIZER.momentum=0.9",
+    "config.OPTIMIZER.nesterov=False",
+    "config.OPTIMIZER.weight_decay=0.000001",
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    config: str
+    overrides: Tuple[str, ...] = ()
+    # Overrides for more than 2 crops; None: a 2-view method (no multi-crop row).
+    multicrop: Optional[Tuple[str, ...]] = None
+    larc: bool = True
+    gpu_only: str = ""  # why the method cannot run on CPU
+    min_batch: int = 1  # the loss needs at least this many images per GPU
+
+
+TRUNK_ONLY = "trunk_only"
+VISSL_SIMCLR = "pretrain/simclr/simclr_8node_resnet"
+METHODS: Dict[str, Method] = {
+    TRUNK_ONLY: Method(
+        "trunk only (ceiling)",
+        VISSL_SIMCLR,
+        (
+            "config.LOSS.name=trunk_only_reference",
+            "+config.LOSS.trunk_only_reference={}",
+            "config.MODEL.HEAD.PARAMS=[[mlp,{dims:[2048,1]}]]",
+            "config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",
+        ),
+        multicrop=(),
+    ),
+    "simclr": Method(
+        "SimCLR (VISSL)",
+        VISSL_SIMCLR,
+        multicrop=(
+            "config.LOSS.name=multicrop_simclr_info_nce_loss",
+            "config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",
+        ),
+    ),
+    "swav": Method("SwAV (VISSL)", "pretrain/swav/swav_8node_resnet", multicrop=()),
+    "barlow_twins": Method("Barlow Twins (VISSL)", "pretrain/barlow_twins/barlow_twins_4node_resnet"),
+    "dino": Method(
+        "DINO (VISSL, ResNet)",
+        "pretrain/dino/dino_16gpus_deits16",
+        (
+            "config.MODEL.HEAD.PARAMS=[[swav_head,{use_weight_norm_prototypes:True,dims:[2048,2048,2048,256],"
+            "use_bn:False,return_embeddings:False,num_clusters:[65536]}]]",
+            "config.MODEL.TEMP_FROZEN_PARAMS_ITER_MAP=[]",
+        ),
+        multicrop=(),
+        gpu_only="VISSL's DINO hook converts its teacher to SyncBN, which needs CUDA with a BatchNorm trunk",
+    ),
+    "dissl": Method("DISSL", "pretrain/dissl/dissl_resnet50_dNone_e100_m2", multicrop=()),
+    "cissl": Method("CISSL", "pretrain/cissl/cissl_resnet50_dNone_e100_m2"),
+    "c_simclr": Method("C-SimCLR", "pretrain/c_simclr/c_simclr_resnet50_e300"),
+    "byol": Method("BYOL", "pretrain/byol/byol_resnet50_e300"),
+    "c_byol": Method("C-BYOL", "pretrain/c_byol/c_byol_resnet50_e300"),
+    "w_mse": Method(
+        "W-MSE 2",
+        "pretrain/w_mse/w_mse2_resnet18_imagenet100",
+        ("config.MODEL.HEAD.PARAMS.0.1.dims=[2048,1024]",),
+        min_batch=256,  # w_size: whitening needs more images than the 128 embedding dimensions
+    ),
+    "bince": Method("BINCE (compressor)", "pretrain/bince/bince_resnet50_imagenet", larc=False),
+}
+
+
+def parse_crops(spec: str) -> List[Tuple[int, int]]:
+    """``"2x224+6x96"`` -> ``[(2, 224), (6, 96)]``, large crops first."""
+    if not re.fullmatch(r"\d+x\d+(\+\d+x\d+)*", spec):
+        raise SystemExit(f"--crops {spec!r}: expected counts x sizes like 2x224 or 2x224+6x96")
+    return [tuple(int(n) for n in part.split("x")) for part in spec.split("+")]
+
+
+def transforms_override(crops: Sequence[Tuple[int, int]]) -> str:
+    """Multi-crop transforms for ``crops``: VISSL's ImgPilToMultiCrop with the ISSL scales, then
+    tensors (colour augmentation is irrelevant here: batches are made once, before timing)."""
+    counts, sizes = [n for n, _ in crops], [s for _, s in crops]
+    scales = [[0.14, 1] if i == 0 else [0.05, 0.14] for i in range(len(crops))]
+    multicrop = (
+        f"{{name:ImgPilToMultiCrop,total_num_crops:{sum(counts)},size_crops:{sizes},"
+        f"num_crops:{counts},crop_scales:{scales}}}"
+    )
+    return f"config.DATA.TRAIN.TRANSFORMS=[{multicrop},{{name:ToTensor}}]".replace(" ", "")
+
+
+def row_overrides(method: Method, crops: Sequence[Tuple[int, int]], device: str, batch: int, depth: int, out: Path) -> List[str]:
+    gpu = device == "gpu"
+    overrides = [
+        f"config={method.config}",
+        *method.overrides,
+        *(method.multicrop if sum(n for n, _ in crops) > 2 else ()),
+        *(LARC if method.larc else ()),
+        "config.DATA.TRAIN.DATA_SOURCES=[synthetic]",
+        "config.DATA.TRAIN.DATASET_NAMES=[synthetic]",
+        "config.DATA.TRAIN.DATA_PATHS=[]",
+        "config.DATA.TRAIN.LABEL_SOURCES=[]",
+        "config.DATA.TRAIN.RANDOM_SYNTHETIC_IMAGES=True",  # gray images would make W-MSE's covariance singular
+        f"config.DATA.TRAIN.DATA_LIMIT={2 * batch}",
+        f"config.DATA.TRAIN.BATCHSIZE_PER_REPLICA={batch}",
+        "config.DATA.NUM_DATALOADER_WORKERS=0",
+        transforms_override(crops),
+        "config.MODEL.TRUNK.NAME=resnet",
+        f"config.MODEL.TRUNK.RESNETS.DEPTH={depth}",
+        f"config.MACHINE.DEVICE={device}",
+        f"config.DISTRIBUTED.BACKEND={'nccl' if gpu else 'gloo'}",
+        "config.DISTRIBUTED.NUM_NODES=1",
+        "config.DISTRIBUTED.NUM_PROC_PER_NODE=1",
+        "config.DISTRIBUTED.INIT_METHOD=tcp",
+        "config.DISTRIBUTED.RUN_ID=auto",
+        f"config.MODEL.AMP_PARAMS.USE_AMP={gpu}",
+        "config.MODEL.AMP_PARAMS.AMP_TYPE=pytorch",
+        f"config.MODEL.SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN={gpu}",
+        "config.MODEL.SYNC_BN_CONFIG.SYNC_BN_TYPE=pytorch",
+        "config.OPTIMIZER.num_epochs=1",
+        f"config.CHECKPOINT.DIR={out}",
+        "config.CHECKPOINT.AUTO_RESUME=False",
+        "config.LOG_FREQUENCY=1000000",
+        "config.HOOKS.PERF_STATS.MONITOR_PERF_STATS=False",
+        "config.HOOKS.TENSORBOARD_SETUP.USE_TENSORBOARD=False",
+        "config.SEED_VALUE=0",
+    ]
+    return overrides
+
+
+# ----------------------------------------------------------------------------------------------
+# One row, in its own process (``_row``): peak memory is per process, and nothing leaks between rows.
+
+
+class PhaseRecorder:
+    """Stands in for VISSL's ``PerfStats`` (``task.perf_stats``): keeps every ``PerfTimer``
+    interval, as host seconds on CPU or as CUDA event pairs on GPU, read after the run."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.records: List[Tuple[str, object]] = []
+
+    def use_cuda_events(self) -> bool:
+        return self.cuda
+
+    def update_with_timer(self, timer) -> None:
+        interval = timer._cuda_event_intervals[-1] if self.cuda else timer._last_interval
+        self.records.append((timer.name, interval))
+
+    def seconds(self) -> Dict[str, float]:
+        totals: Dict[str, float] = {}
+        for name, interval in self.records:
+            elapsed = interval[0].elapsed_time(interval[1]) / 1000 if self.cuda else interval
+            totals[name] = totals.get(name, 0.0) + elapsed
+        self.records.clear()
+        return totals
+
+
+class CycledBatches:
+    """The first batches of the real loader, repeated. Its length is the phase length VISSL's
+    schedules read (``task.where``), kept above the number of steps run so it stays below 1."""
+
+    def __init__(self, batches: list, length: int):
+        self.batches, self.length, self.index = batches, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> "CycledBatches":
+        return self
+
+    def __next__(self):
+        self.index += 1
+        return self.batches[self.index % len(self.batches)]
+
+
+def register_trunk_only_reference() -> None:
+    import torch
+    from classy_vision.losses import ClassyLoss, register_loss
+
+    @register_loss("trunk_only_reference")
+    class TrunkOnlyReference(ClassyLoss):
+        """The mean of a width-1 linear map of the trunk features: a loss that costs nothing, so
+        the step is the trunk's forward + backward (the ceiling for any method on these crops)."""
+
+        @classmethod
+        def from_config(cls, config) -> "TrunkOnlyReference":
+            return cls()
+
+        def forward(self, output, target) -> torch.Tensor:
+            return output.float().mean()
+
+
+def peak_memory_mib(cuda: bool) -> float:
+    import torch
+
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def run_row(args: argparse.Namespace) -> Dict[str, object]:
+    import vissl_issl  # noqa: F401  (registers the plugin)
+
+    register_trunk_only_reference()
+    import torch
+    from vissl.trainer.train_steps import get_train_step
+    from vissl.trainer.trainer_main import SelfSupervisionTrainer
+    from vissl.hooks import SSLClassyHookFunctions
+    from vissl.utils.misc import get_dist_run_id
+    from vissl.utils.perf_stats import PerfTimer
+
+    from vissl_issl.hooks import hook_generator
+    from vissl_issl.launcher import compose
+
+    method, crops, cuda = METHODS[args.method], parse_crops(args.crops), args.device == "gpu"
+    with tempfile.TemporaryDirectory() as out:
+        _, config = compose(row_overrides(method, crops, args.device, args.batch, args.depth, Path(out)))
+        os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
+        trainer = SelfSupervisionTrainer(config, get_dist_run_id(config, 1), checkpoint_folder=out, hooks=hook_generator(config))
+        task = trainer.task
+        task.prepare(pin_memory=config.DATA.PIN_MEMORY)
+        task.init_distributed_data_parallel_model()
+        task, _, _ = trainer._init_training_state(config, task)
+        task.run_hooks(SSLClassyHookFunctions.on_start.name)
+        trainer._advance_phase(task)
+        task.run_hooks(SSLClassyHookFunctions.on_phase_start.name)
+        batches = [next(task.data_iterator) for _ in range(2)]
+        total_steps = args.warmup + args.steps * args.repeats
+        task.max_iteration = total_steps + 1
+        task.data_iterator = CycledBatches(batches, total_steps + 1)
+
+        recorder = PhaseRecorder(cuda)
+        task.perf_stats = recorder
+        run_hooks = task.run_hooks
+
+        def timed_hooks(name: str) -> None:
+            with PerfTimer("hooks", recorder):
+                run_hooks(name)
+
+        train_step = get_train_step(config.TRAINER.TRAIN_STEP_NAME)
+
+        def step() -> None:
+            task.run_hooks = timed_hooks
+            train_step(task)
+            task.run_hooks = run_hooks
+            task.iteration += 1
+            task.local_iteration_num += 1
+            task.batches += 1
+            task.run_hooks(SSLClassyHookFunctions.on_step.name)
+
+        def synchronize() -> None:
+            if cuda:
+                torch.cuda.synchronize()
+
+        for _ in range(args.warmup):
+            step()
+        synchronize()
+        recorder.seconds()
+        repeats = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            synchronize()
+            wall = (time.perf_counter() - start) / args.steps
+            timers = recorder.seconds()
+            phases = {phase: sum(timers.get(name, 0.0) for name in names) / args.steps for phase, names in TIMERS.items()}
+            phases["other"] = wall - sum(phases.values())
+            repeats.append({"step": wall, **phases})
+        loss = task.last_batch.loss.item()
+    median = {key: statistics.median(r[key] for r in repeats) for key in repeats[0]}
+    return {
+        "method": args.method,
+        "crops": args.crops,
+        "ms": {key: 1000 * value for key, value in median.items()},
+        "images_per_s": args.batch / median["step"],
+        "step_ms_repeats": [1000 * r["step"] for r in repeats],
+        "peak_mib": peak_memory_mib(cuda),
+        "loss": loss,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The step table.
+
+
+def measure(args: argparse.Namespace, method: str, crops: str) -> Dict[str, object]:
+    """Runs one row in a fresh process; returns its result, or why it did not run."""
+    spec = METHODS[method]
+    views = sum(n for n, _ in parse_crops(crops))
+    if args.device == "cpu" and spec.gpu_only:
+        return {"skip": f"GPU only: {spec.gpu_only}"}
+    if args.batch < spec.min_batch:
+        return {"skip": f"needs >= {spec.min_batch} images per GPU"}
+    if views > 2 and spec.multicrop is None:
+        return {"skip": "2 views only"}
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = Path(tmp) / "row.json"
+        command = [
+            sys.executable, __file__, "_row", "--method", method, "--crops", crops, "--device", args.device,
+            "--batch", str(args.batch), "--depth", str(args.depth), "--warmup", str(args.warmup),
+            "--steps", str(args.steps), "--repeats", str(args.repeats), "--result", str(result_file),
+        ]  # fmt: skip
+        run = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+        if run.returncode != 0:
+            raise SystemExit(f"{method} on {crops} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
+        return json.loads(result_file.read_text())
+
+
+def ratio(value: float, reference: Optional[float]) -> str:
+    return f"{value / reference:.2f}x" if reference else "–"
+
+
+def step_table(args: argparse.Namespace, results: Dict[Tuple[str, str], Dict[str, object]]) -> str:
+    memory = "peak GPU memory (MiB)" if args.device == "gpu" else "peak RSS (MiB)"
+    lines = []
+    for crops in args.crops:
+        reference = {m: results[(m, crops)] for m in ("simclr", "dino", TRUNK_ONLY) if "ms" in results.get((m, crops), {})}
+        lines += [
+            f"**{crops}**, batch {args.batch} per {args.device.upper()}, ResNet-{args.depth}:",
+            "",
+            f"| method | images/s | step ms | {' | '.join(PHASES)} | heads+loss vs trunk only | vs SimCLR | vs DINO | {memory} | memory vs SimCLR |",
+            "|---|" + "---|" * (len(PHASES) + 7),
+        ]
+        for method in args.methods:
+            result = results[(method, crops)]
+            label = METHODS[method].label
+            if "skip" in result:
+                lines.append(f"| {label} | {result['skip']} |" + " |" * (len(PHASES) + 7))
+                continue
+            ms = result["ms"]
+            step = ms["step"]
+            ref_ms = {m: r["ms"]["step"] for m, r in reference.items()}
+            overhead = f"{100 * (step / ref_ms[TRUNK_ONLY] - 1):+.1f}%" if TRUNK_ONLY in ref_ms and method != TRUNK_ONLY else "–"
+            simclr_mem = reference["simclr"]["peak_mib"] if "simclr" in reference else None
+            lines.append(
+                f"| {label} | {result['images_per_s']:.1f} | {step:.1f} | "
+                + " | ".join(f"{ms[p]:.1f}" for p in PHASES)
+                + f" | {overhead} | {ratio(step, ref_ms.get('simclr'))} | {ratio(step, ref_ms.get('dino'))}"
+                + f" | {result['peak_mib']:.0f} | {ratio(result['peak_mib'], simclr_mem)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The data-loader table.
+
+CROP_PARTS = {"m2": "2x224", "m6": "2x160+4x96", "m8": "2x224+6x96"}
+
+
+def write_jpegs(folder: Path, count: int) -> None:
+    """``count`` JPEGs of ImageNet's most common size (500 x 375) with smooth random content, so
+    their files (~50-100 kB at quality 90) cost what ImageNet's cost to decode."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (folder / "class0").mkdir(parents=True)
+    for index in range(count):
+        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((500, 375), Image.BICUBIC)
+        noise = rng.normal(0, 12, (375, 500, 3))
+        pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "class0" / f"{index}.jpg", quality=90)
+
+
+def loader_rate(part: str, folder: Path, workers: int, batch: int, batches: int) -> float:
+    """Images/s of VISSL's dataset + ``parts/crops_<part>`` transforms + multicrop collator with
+    ``workers`` DataLoader workers; the first batch (worker start-up) is excluded."""
+    import torch
+    from omegaconf import OmegaConf
+    from vissl.data import build_dataloader, build_dataset
+
+    from vissl_issl.launcher import compose
+
+    transforms = OmegaConf.load(REPO / "configs/config/pretrain/parts" / f"crops_{part}.yaml").config.DATA.TRAIN.TRANSFORMS
+    _, config = compose(
+        [
+            "config=pretrain/dissl/dissl_resnet50_dNone_e100_m2",
+            "config.DATA.TRAIN.DATA_SOURCES=[disk_folder]",
+            f"config.DATA.TRAIN.DATA_PATHS=[{folder}]",
+            f"config.DATA.TRAIN.BATCHSIZE_PER_REPLICA={batch}",
+            f"config.DATA.NUM_DATALOADER_WORKERS={workers}",
+            "config.MACHINE.DEVICE=cpu",
+        ]
+    )
+    config.DATA.TRAIN.TRANSFORMS = OmegaConf.to_container(transforms)
+    dataset = build_dataset(config, "TRAIN")
+    loader = build_dataloader(
+        dataset=dataset,
+        dataset_config=config.DATA.TRAIN,
+        num_dataloader_workers=workers,
+        pin_memory=False,
+        multi_processing_method="fork",
+        device=torch.device("cpu"),
+    )
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def versions() -> str:
+    import torch
+    import torchvision
+    import vissl
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
+    return (
+        f"{device} ({platform.processor() or platform.machine()}); Python {platform.python_version()}, "
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, VISSL {vissl.__version__}"
+    )
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Replace (or append) the ``name`` section of ``doc``."""
+    begin, end = f"<!-- benchmark:{name} -->", f"<!-- /benchmark:{name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = doc.read_text() if doc.exists() else ""
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    doc.write_text(text)
+
+
+def report(args: argparse.Namespace, name: str, table: str) -> None:
+    command = "bash tools/env.sh python tools/benchmark.py " + shlex.join(sys.argv[1:])
+    body = f"Command: `{command}`\n\nMachine: {versions()}; {time.strftime('%Y-%m-%d')}.\n\n{table}"
+    print(body)
+    if args.doc:
+        write_section(Path(args.doc), name, body)
+
+
+def step_main(args: argparse.Namespace) -> None:
+    for crops in args.crops:
+        parse_crops(crops)
+    results = {}
+    for crops in args.crops:
+        for method in args.methods:
+            print(f"{method} on {crops} ...", file=sys.stderr, flush=True)
+            results[(method, crops)] = measure(args, method, crops)
+    report(args, f"step-{args.device}", step_table(args, results))
+
+
+def data_main(args: argparse.Namespace) -> None:
+    import vissl_issl  # noqa: F401
+
+    lines = [
+        f"Images/s per DataLoader worker, batch {args.batch}, {'`' + str(args.folder) + '`' if args.folder else 'synthetic 500x375 JPEGs'}:",
+        "",
+        "| crops | " + " | ".join(f"{w} worker{'s' * (w > 1)}: images/s per worker" for w in args.workers) + " |",
+        "|---|" + "---|" * len(args.workers),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder
+        if folder is None:
+            folder = Path(tmp)
+            write_jpegs(folder, args.batch * (args.batches + 1) * max(args.workers))
+        for part in args.crops:
+            rates = [loader_rate(part, folder, w, args.batch, args.batches) / w for w in args.workers]
+            lines.append(f"| `parts/crops_{part}` ({CROP_PARTS[part]}) | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
+    report(args, "data", "\n".join(lines) + "\n")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    step = commands.add_parser("step", help="the training step of every method")
+    step.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    step.add_argument("--batch", type=int, default=8, help="images per GPU (per process on CPU)")
+    step.add_argument("--crops", nargs="+", default=["2x96", "2x96+6x48"], help="e.g. 2x224 2x224+6x96")
+    step.add_argument("--depth", type=int, default=50, help="ResNet depth of every row")
+    step.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    step.add_argument("--warmup", type=int, default=3)
+    step.add_argument("--steps", type=int, default=5, help="steps per repeat")
+    step.add_argument("--repeats", type=int, default=3)
+    step.add_argument("--doc", type=Path, help="write the table into this markdown file")
+    row = commands.add_parser("_row")  # one row, run by `step` in a fresh process
+    for name in ("--method", "--crops", "--device", "--result"):
+        row.add_argument(name, required=True)
+    for name in ("--batch", "--depth", "--warmup", "--steps", "--repeats"):
+        row.add_argument(name, type=int, required=True)
+    data = commands.add_parser("data", help="images/s of the augmentation pipelines per worker")
+    data.add_argument("--crops", nargs="+", choices=list(CROP_PARTS), default=list(CROP_PARTS))
+    data.add_argument("--workers", nargs="+", type=int, default=[1, os.cpu_count() or 1])
+    data.add_argument("--batch", type=int, default=32)
+    data.add_argument("--batches", type=int, default=4, help="timed batches per measurement")
+    data.add_argument("--folder", type=Path, help="an image folder (class sub-folders) instead of synthetic JPEGs")
+    data.add_argument("--doc", type=Path, help="write the table into this markdown file")
+    args = parser.parse_args(argv)
+    if args.command == "step":
+        step_main(args)
+    elif args.command == "data":
+        data_main(args)
+    else:
+        Path(args.result).write_text(json.dumps(run_row(args)))
+
+
+if __name__ == "__main__":
+    main()
