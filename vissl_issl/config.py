@@ -141,10 +141,48 @@ def label_paths_from_data_paths(config) -> None:
             data.LABEL_PATHS = list(data.DATA_PATHS)
 
 
+def check_fsdp_world_size(config) -> None:
+    """FSDP with mixed precision needs more than one process.
+
+    VISSL's ``self_supervision_fsdp_task`` wraps the whole model in one root FSDP only when more
+    than one process trains; alone, each ``_fsdp`` module is its own root, and a mixed-precision
+    root casts its input to fp16 under ``no_grad`` (fairscale 0.3.7): no gradient would cross an
+    FSDP module, so the trunk and all but the last module of each head would not train.
+    """
+    if config.TRAINER.TASK_NAME != "self_supervision_fsdp_task" or not config.MODEL.FSDP_CONFIG.mixed_precision:
+        return
+    if config.DISTRIBUTED.NUM_NODES * config.DISTRIBUTED.NUM_PROC_PER_NODE == 1:
+        raise ConfigError(
+            "config.MODEL.FSDP_CONFIG.mixed_precision=True (FSDP with config.MODEL.AMP_PARAMS.USE_AMP) "
+            "needs config.DISTRIBUTED.NUM_NODES * NUM_PROC_PER_NODE > 1: on one process every FSDP "
+            "head module would cut the gradient to its input; use more processes, "
+            "config.MODEL.AMP_PARAMS.USE_AMP=False, or DDP"
+        )
+
+
+def use_fsdp_heads(config) -> None:
+    """Under FSDP, swap every head module that has a registered ``<name>_fsdp`` variant for it.
+
+    VISSL's ``infer_fsdp`` does this for its own heads, and only in a flat ``MODEL.HEAD.PARAMS``;
+    the ISSL recipes give each head as a list of modules, so any recipe runs sharded with
+    ``config.MODEL.FSDP_CONFIG.AUTO_SETUP_FSDP=True`` (``parts/fsdp.yaml``) and nothing else.
+    """
+    from vissl.models.heads import MODEL_HEADS_REGISTRY
+
+    if config.TRAINER.TASK_NAME != "self_supervision_fsdp_task":
+        return
+    for head_param in config.MODEL.HEAD.PARAMS:
+        for module in head_modules(head_param):
+            if f"{module[0]}_fsdp" in MODEL_HEADS_REGISTRY:
+                module[0] = f"{module[0]}_fsdp"
+
+
 def infer_and_check(config) -> None:
     """Plugin inference on a VISSL ``AttrDict`` config (``cfg.config``), in place."""
     fall_back_from_apex(config)
     label_paths_from_data_paths(config)
+    check_fsdp_world_size(config)
+    use_fsdp_heads(config)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)
     if hasattr(loss_cls, "infer_config"):
         loss_cls.infer_config(config)

@@ -5,6 +5,8 @@ The authors' VISSL fork added ``is_residual`` to VISSL's ``mlp`` head; DISSL's t
 skip_last_layer_relu_bn: False, is_residual: True}``. Stock VISSL's ``mlp`` has no residual, so
 this head is that configuration alone: every layer is ``Linear(bias=False) -> BatchNorm1d ->
 ReLU`` (the last one included) and the input is added after the final ReLU.
+
+``residual_mlp_fsdp`` is the same head for VISSL's FSDP training (:mod:`vissl_issl.heads.fsdp`).
 """
 from typing import List
 
@@ -12,6 +14,8 @@ import torch
 import torch.nn as nn
 from vissl.config import AttrDict
 from vissl.models.heads import register_model_head
+
+from vissl_issl.heads.fsdp import fsdp_head
 
 
 @register_model_head("residual_mlp")
@@ -48,3 +52,8 @@ class ResidualMLP(nn.Module):
                 raise ValueError(f"residual_mlp expects N x C or N x C x 1 x 1 input, got {tuple(batch.shape)}.")
             batch = batch.reshape(batch.size(0), batch.size(1))
         return self.clf(batch) + batch
+
+
+@register_model_head("residual_mlp_fsdp")
+def ResidualMLP_FSDP(model_config: AttrDict, dims: List[int]) -> nn.Module:
+    return fsdp_head(ResidualMLP(model_config, dims), model_config)

@@ -7,12 +7,14 @@ from classy_vision.losses import register_loss
 from vissl_issl.config import ConfigError, head_modules
 from vissl_issl.losses.contrastive import ContrastiveISSLLoss
 
-LINEAR_HEADS = ("mlp", "jl_mlp")
+# With their FSDP variants: the same modules, sharded (VISSL's infer_fsdp renames a flat ``mlp``).
+LINEAR_HEADS = ("mlp", "jl_mlp", "mlp_fsdp", "jl_mlp_fsdp")
 
 
 def check_linear_head(head_param: List[Any], key: str) -> None:
-    """The head must be affine at test time, like a linear probe: ``mlp``/``jl_mlp`` modules
-    without ReLU or dropout (their BatchNorm is affine once its statistics are frozen)."""
+    """The head must be affine at test time, like a linear probe: ``mlp``/``jl_mlp`` modules (or
+    their ``_fsdp`` variants) without ReLU or dropout (their BatchNorm is affine once its
+    statistics are frozen)."""
     for index, (name, options) in enumerate(head_modules(head_param)):
         nonlinear = [flag for flag in ("use_relu", "use_dropout") if options.get(flag, False)]
         if name not in LINEAR_HEADS or nonlinear:
