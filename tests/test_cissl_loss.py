@@ -140,6 +140,16 @@ def test_half_precision_embeddings_give_a_float32_loss():
     torch.testing.assert_close(value, loss("cissl_loss")([teacher, student], None), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("name", ["cissl_loss", "asymmetric_simclr_loss"])
+def test_autocast_leaves_the_loss_in_fp32(name):
+    # VISSL calls losses under autocast; bf16 on CPU stands in for fp16 on GPU (both would round the
+    # similarity product to ~3 significant digits).
+    teacher, student = embeddings()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(name)([teacher, student], None)
+    torch.testing.assert_close(value, loss(name)([teacher, student], None), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "teacher_shape,student_shape",
     [((10, 7), (10, 6)), ((10, 7), (8, 7)), ((9, 7), (9, 7)), ((10,), (10,)), ((0, 7), (0, 7))],

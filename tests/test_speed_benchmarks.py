@@ -31,7 +31,7 @@ def test_step_rows_time_vissls_step_and_skipped_rows_say_why(tmp_path, monkeypat
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nprose that must survive\n")
     methods = ["trunk_only", "simclr", "dissl", "cissl", "dino", "w_mse"]
-    argv = ["step", "--batch", "2", "--crops", "2x32+2x16", "--warmup", "1", "--steps", "1", "--repeats", "2"]
+    argv = ["step", "--batch", "2", "--crops", "2x32+2x16", "--warmup", "1", "--steps", "1", "--repeats", "1"]
     monkeypatch.setattr(sys, "argv", ["benchmark.py", *argv, "--methods", *methods, "--doc", str(doc)])
     benchmark.main(sys.argv[1:])
 
@@ -56,8 +56,9 @@ def test_step_rows_time_vissls_step_and_skipped_rows_say_why(tmp_path, monkeypat
     assert re.fullmatch(r"[+-]\d+\.\d%", rows[labels["dissl"]][9])  # vs the trunk-only ceiling
 
     # Re-running replaces the section, it does not append a second one.
-    benchmark.write_section(doc, "step-cpu", "replaced")
-    assert doc.read_text() == "# Benchmarks\n\nprose that must survive\n\n<!-- benchmark:step-cpu -->\nreplaced\n<!-- /benchmark:step-cpu -->\n"
+    benchmark.write_section(doc, "step-cpu-b2-2x32+2x16", "replaced")
+    expected = "<!-- benchmark:step-cpu-b2-2x32+2x16 -->\nreplaced\n<!-- /benchmark:step-cpu-b2-2x32+2x16 -->\n"
+    assert doc.read_text() == "# Benchmarks\n\nprose that must survive\n\n" + expected
 
 
 def test_a_failing_row_stops_the_run_with_its_error(monkeypatch):
@@ -67,6 +68,12 @@ def test_a_failing_row_stops_the_run_with_its_error(monkeypatch):
     monkeypatch.setitem(benchmark.METHODS, "broken", benchmark.Method("broken", "pretrain/dissl/no_such_recipe"))
     with pytest.raises(SystemExit, match="broken on 2x32 failed:(.|\n)*KeyError: 'broken'"):
         benchmark.measure(args, "broken", "2x32")
+
+
+def test_rows_report_the_median_of_each_phase_over_repeats_and_the_largest_peak():
+    repeats = [{"ms": {"step": step, "forward": step / 2}, "peak_mib": peak} for step, peak in [(100, 5), (300, 7), (120, 6)]]
+    result = benchmark.median_of_repeats(repeats, batch=8)
+    assert result == {"ms": {"step": 120, "forward": 60}, "images_per_s": 8000 / 120, "peak_mib": 7}
 
 
 def test_crop_specs_are_checked():

@@ -8,8 +8,9 @@
 hook generator, DDP wrapping, AMP and SyncBN on GPU) for each method in a fresh process, on the same
 ResNet trunk, crops and per-GPU batch. Batches come from VISSL's synthetic data source through each
 method's collator, are made once and then cycled, so the data wait is ~0 and the device is the
-bottleneck (the loader is measured by ``data``). Warm-up steps are excluded; each repeat times
-``--steps`` steps and the table gives the median over repeats. The phases are VISSL's own
+bottleneck (the loader is measured by ``data``). Each repeat runs every row once, in turn, in a
+fresh process that times ``--steps`` steps after ``--warmup`` ones; the table gives each row's
+median over repeats. The phases are VISSL's own
 ``PerfTimer`` sections (CUDA events on GPU); "hooks" is the time in hooks inside the step (DINO's
 and BYOL's teacher forward and EMA), "other" the rest of the loop. Every row uses SGD with the
 plugin's apex-free LARC (the DISSL recipe's optimizer), except the compressors, whose losses refuse
@@ -19,8 +20,8 @@ LARC and keep their recipe's AdamW.
 DataLoader worker on JPEGs (ImageNet-sized synthetic ones unless ``--folder`` points at real ones).
 
 Both print a markdown table and, with ``--doc``, replace that table's section (between
-``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``) in the file, with the command,
-machine and versions.
+``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``, NAME ``step-<device>-b<batch>-<crops>``
+or ``data``) in the file, with the command, machine and versions.
 """
 import argparse
 import json
@@ -80,9 +81,8 @@ METHODS: Dict[str, Method] = {
             "config.LOSS.name=trunk_only_reference",
             "+config.LOSS.trunk_only_reference={}",
             "config.MODEL.HEAD.PARAMS=[[mlp,{dims:[2048,1]}]]",
-            "config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",
         ),
-        multicrop=(),
+        multicrop=("config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",),
     ),
     "simclr": Method(
         "SimCLR (VISSL)",
@@ -277,7 +277,7 @@ def run_row(args: argparse.Namespace) -> Dict[str, object]:
         trainer._advance_phase(task)
         task.run_hooks(SSLClassyHookFunctions.on_phase_start.name)
         batches = [next(task.data_iterator) for _ in range(2)]
-        total_steps = args.warmup + args.steps * args.repeats
+        total_steps = args.warmup + args.steps
         task.max_iteration = total_steps + 1
         task.data_iterator = CycledBatches(batches, total_steps + 1)
 
@@ -308,55 +308,52 @@ def run_row(args: argparse.Namespace) -> Dict[str, object]:
             step()
         synchronize()
         recorder.seconds()
-        repeats = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            synchronize()
-            wall = (time.perf_counter() - start) / args.steps
-            timers = recorder.seconds()
-            phases = {phase: sum(timers.get(name, 0.0) for name in names) / args.steps for phase, names in TIMERS.items()}
-            phases["other"] = wall - sum(phases.values())
-            repeats.append({"step": wall, **phases})
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        synchronize()
+        wall = (time.perf_counter() - start) / args.steps
+        timers = recorder.seconds()
         loss = task.last_batch.loss.item()
-    median = {key: statistics.median(r[key] for r in repeats) for key in repeats[0]}
-    return {
-        "method": args.method,
-        "crops": args.crops,
-        "ms": {key: 1000 * value for key, value in median.items()},
-        "images_per_s": args.batch / median["step"],
-        "step_ms_repeats": [1000 * r["step"] for r in repeats],
-        "peak_mib": peak_memory_mib(cuda),
-        "loss": loss,
-    }
+    ms = {phase: 1000 * sum(timers.get(name, 0.0) for name in names) / args.steps for phase, names in TIMERS.items()}
+    ms["other"] = 1000 * wall - sum(ms.values())
+    return {"ms": {"step": 1000 * wall, **ms}, "peak_mib": peak_memory_mib(cuda), "loss": loss}
 
 
 # ----------------------------------------------------------------------------------------------
 # The step table.
 
 
-def measure(args: argparse.Namespace, method: str, crops: str) -> Dict[str, object]:
-    """Runs one row in a fresh process; returns its result, or why it did not run."""
+def skip_reason(args: argparse.Namespace, method: str, crops: str) -> str:
     spec = METHODS[method]
-    views = sum(n for n, _ in parse_crops(crops))
     if args.device == "cpu" and spec.gpu_only:
-        return {"skip": f"GPU only: {spec.gpu_only}"}
+        return f"GPU only: {spec.gpu_only}"
     if args.batch < spec.min_batch:
-        return {"skip": f"needs >= {spec.min_batch} images per GPU"}
-    if views > 2 and spec.multicrop is None:
-        return {"skip": "2 views only"}
+        return f"needs >= {spec.min_batch} images per GPU"
+    if sum(n for n, _ in parse_crops(crops)) > 2 and spec.multicrop is None:
+        return "2 views only"
+    return ""
+
+
+def measure(args: argparse.Namespace, method: str, crops: str) -> Dict[str, object]:
+    """One timed block of one row, in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "row.json"
         command = [
             sys.executable, __file__, "_row", "--method", method, "--crops", crops, "--device", args.device,
             "--batch", str(args.batch), "--depth", str(args.depth), "--warmup", str(args.warmup),
-            "--steps", str(args.steps), "--repeats", str(args.repeats), "--result", str(result_file),
+            "--steps", str(args.steps), "--result", str(result_file),
         ]  # fmt: skip
         run = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         if run.returncode != 0:
             raise SystemExit(f"{method} on {crops} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
         return json.loads(result_file.read_text())
+
+
+def median_of_repeats(repeats: List[Dict[str, object]], batch: int) -> Dict[str, object]:
+    """Each phase's median over repeats; the largest peak memory."""
+    ms = {key: statistics.median(r["ms"][key] for r in repeats) for key in repeats[0]["ms"]}
+    return {"ms": ms, "images_per_s": 1000 * batch / ms["step"], "peak_mib": max(r["peak_mib"] for r in repeats)}
 
 
 def ratio(value: float, reference: Optional[float]) -> str:
@@ -491,14 +488,17 @@ def report(args: argparse.Namespace, name: str, table: str) -> None:
 
 
 def step_main(args: argparse.Namespace) -> None:
-    for crops in args.crops:
-        parse_crops(crops)
-    results = {}
-    for crops in args.crops:
-        for method in args.methods:
-            print(f"{method} on {crops} ...", file=sys.stderr, flush=True)
-            results[(method, crops)] = measure(args, method, crops)
-    report(args, f"step-{args.device}", step_table(args, results))
+    rows = [(m, c) for c in args.crops for m in args.methods]
+    skipped = {row: {"skip": reason} for row in rows if (reason := skip_reason(args, *row))}
+    repeats: Dict[Tuple[str, str], List[Dict[str, object]]] = {row: [] for row in rows if row not in skipped}
+    # Rows take turns, a fresh process each time, so that a slow spell of a shared machine hits
+    # every row alike instead of one.
+    for repeat in range(args.repeats):
+        for method, crops in repeats:
+            print(f"repeat {repeat + 1}/{args.repeats}: {method} on {crops} ...", file=sys.stderr, flush=True)
+            repeats[(method, crops)].append(measure(args, method, crops))
+    results = {**skipped, **{row: median_of_repeats(r, args.batch) for row, r in repeats.items()}}
+    report(args, f"step-{args.device}-b{args.batch}-{'-'.join(args.crops)}", step_table(args, results))
 
 
 def data_main(args: argparse.Namespace) -> None:
@@ -537,7 +537,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     row = commands.add_parser("_row")  # one row, run by `step` in a fresh process
     for name in ("--method", "--crops", "--device", "--result"):
         row.add_argument(name, required=True)
-    for name in ("--batch", "--depth", "--warmup", "--steps", "--repeats"):
+    for name in ("--batch", "--depth", "--warmup", "--steps"):
         row.add_argument(name, type=int, required=True)
     data = commands.add_parser("data", help="images/s of the augmentation pipelines per worker")
     data.add_argument("--crops", nargs="+", choices=list(CROP_PARTS), default=list(CROP_PARTS))

@@ -34,9 +34,11 @@ DEFAULTS: Dict[str, Any] = {"temperature": 0.1}
 
 def similarity_logits(teacher: torch.Tensor, student: torch.Tensor, temperature: float) -> torch.Tensor:
     """``normalize(student) @ normalize(gathered teacher).T / temperature``: ``(2B, 2B * world)``, fp32."""
-    student = F.normalize(student.float(), dim=1)
-    teacher = F.normalize(teacher.float(), dim=1)
-    return student @ gather_from_all(teacher).t() / temperature
+    # VISSL calls the loss under autocast, which would run this product in fp16.
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        student = F.normalize(student.float(), dim=1)
+        teacher = F.normalize(teacher.float(), dim=1)
+        return student @ gather_from_all(teacher).t() / temperature
 
 
 def view_columns(num_rows: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
