@@ -6,7 +6,6 @@ import importlib.util
 import math
 import re
 import sys
-from pathlib import Path
 
 import pytest
 

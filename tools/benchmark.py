@@ -25,6 +25,7 @@ or ``data``) in the file, with the command, machine and versions.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -278,7 +279,7 @@ def run_row(args: argparse.Namespace) -> Dict[str, object]:
         task.run_hooks(SSLClassyHookFunctions.on_phase_start.name)
         batches = [next(task.data_iterator) for _ in range(2)]
         total_steps = args.warmup + args.steps
-        task.max_iteration = total_steps + 1
+        task.max_iteration = total_steps + 1  # read by momentum schedules (BYOL, DINO)
         task.data_iterator = CycledBatches(batches, total_steps + 1)
 
         recorder = PhaseRecorder(cuda)
@@ -315,9 +316,11 @@ def run_row(args: argparse.Namespace) -> Dict[str, object]:
         wall = (time.perf_counter() - start) / args.steps
         timers = recorder.seconds()
         loss = task.last_batch.loss.item()
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"{args.method} on {args.crops}: the loss is {loss}, the timings would mean nothing")
     ms = {phase: 1000 * sum(timers.get(name, 0.0) for name in names) / args.steps for phase, names in TIMERS.items()}
     ms["other"] = 1000 * wall - sum(ms.values())
-    return {"ms": {"step": 1000 * wall, **ms}, "peak_mib": peak_memory_mib(cuda), "loss": loss}
+    return {"ms": {"step": 1000 * wall, **ms}, "peak_mib": peak_memory_mib(cuda)}
 
 
 # ----------------------------------------------------------------------------------------------
