@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -247,8 +248,7 @@ def peak_memory_mib(cuda: bool) -> float:
 
     if cuda:
         return torch.cuda.max_memory_allocated() / 2**20
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def run_row(args: argparse.Namespace) -> Dict[str, object]:
