@@ -6,35 +6,21 @@ plugin, as torchvision ResNets returning pooled features (``fc`` is an ``Identit
     features = model.eval()(torch.hub.load("<owner>/<repo>", "preprocessor")()(pil_image)[None])
 
 Needs torch and torchvision only (PyYAML for ``from_checkpoint`` of a run folder with a
-``train_config.yaml``): ``vissl_issl/hub.py`` is loaded by file path, so neither VISSL nor the
-``vissl_issl`` package (whose ``__init__`` imports VISSL) is imported. Helpers are underscored so
-that ``torch.hub.list`` shows only entrypoints.
+``train_config.yaml``): :mod:`vissl_issl.hub` imports nothing from VISSL. Helpers are underscored
+so that ``torch.hub.list`` shows only entrypoints.
 """
-from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
+from __future__ import annotations
 
 import torch
 import torchvision
 
+# torch.hub puts the checkout first on sys.path while it imports this file.
+from vissl_issl import hub as _hub
+
 dependencies = ["torch", "torchvision"]
 
 _RELEASE_URL = "https://github.com/YannDubs/Invariant-Self-Supervised-Learning/releases/download/v1.0.0-alpha/{}.torch"
-
-
-def _load_hub_module():
-    path = pathlib.Path(__file__).resolve().parent / "vissl_issl" / "hub.py"
-    spec = importlib.util.spec_from_file_location("vissl_issl_hubconf_hub", path)
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running, as an import would: dataclasses look their module up there.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_hub = _load_hub_module()
 
 
 def preprocessor() -> torchvision.transforms.Compose:

@@ -4,6 +4,7 @@ Install through ``tools/env.sh`` (it lifts VISSL 0.1.6's stale pins with
 ``requirements/vissl-overrides.txt``). The repo's ``configs/`` folder ships as the package data
 ``vissl_issl.hydra_configs`` so that ``config=pretrain/...`` resolves from any directory.
 """
+
 from setuptools import find_packages, setup
 
 setup(
@@ -29,5 +30,5 @@ setup(
         "tqdm",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.6"]},
 )

@@ -1,4 +1,5 @@
 """Shared helpers: run the plugin launcher as a user would, in a fresh process."""
+
 import copy
 import functools
 import json

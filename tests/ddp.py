@@ -1,4 +1,5 @@
 """Run a function on 2 forked gloo ranks and compare DDP results with one whole-batch process."""
+
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 

@@ -1,16 +1,16 @@
 """Linear benchmarks (configs/config/benchmark/linear_image_classification/): every config composes
 with its trunk, feature size, head and meters; the torchvision-backed ones never download; the
 ImageNet-100 and TinyImageNet tools on fake trees; one tiny CPU run through the plugin launcher."""
-import importlib.util
+
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Dict, List
 
-import vissl_issl  # noqa: F401  (registers the plugin trunks before VISSL builds models)
+import vissl_issl.plugin  # noqa: F401  (registers the plugin trunks before VISSL builds models)
+from vissl_issl.plugin.launcher import compose
 
 import numpy as np
 import pytest
@@ -21,7 +21,6 @@ from vissl.data import build_dataset
 from vissl.models.trunks import get_model_trunk
 
 from conftest import REPO, launch
-from vissl_issl.launcher import compose
 
 BENCHMARKS = "benchmark/linear_image_classification"
 # dataset key in the config names -> (folder, number of classes, VISSL data source, DATASET_NAMES)
@@ -41,15 +40,8 @@ def config_name(dataset: str, dim: str) -> str:
     return f"{BENCHMARKS}/{DATASETS[dataset][0]}/eval_resnet50_{dim}_{dataset}_linear"
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_imagenet100 = load_tool("build_imagenet100")
-tinyimagenet_val = load_tool("tinyimagenet_val_to_folders")
+import build_imagenet100  # noqa: E402  (tools/, on pytest's pythonpath)
+import tinyimagenet_val_to_folders as tinyimagenet_val  # noqa: E402
 
 
 @pytest.mark.parametrize("dim", TRUNKS)
@@ -100,6 +92,7 @@ def test_imagenet_benchmark_is_the_authors_vissl_protocol(dim: str):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dim", TRUNKS)
 def test_res5avg_of_the_benchmark_trunk_has_d_channels(dim: str):
     _, config = compose([f"config={config_name('in1k', dim)}"])
@@ -164,6 +157,7 @@ def test_build_imagenet100_copies_with_copy(tmp_path):
     assert folder.is_dir() and not folder.is_symlink() and (folder / "n02869837_0.JPEG").read_bytes() == b"jpeg"
 
 
+@pytest.mark.slow
 def test_build_imagenet100_names_missing_class_folders_and_writes_nothing(tmp_path):
     fake_imagenet(tmp_path / "imagenet", [])
     shutil.rmtree(tmp_path / "imagenet" / "train" / "n02090622")
@@ -226,6 +220,7 @@ def test_tinyimagenet_val_goes_to_class_folders_with_the_train_labels(tmp_path):
     assert [val.classes[label] for _, label in val.samples] == [labels[Path(p).name] for p, _ in val.samples]
 
 
+@pytest.mark.slow
 def test_tinyimagenet_val_tool_is_a_no_op_the_second_time(tmp_path):
     fake_tinyimagenet(tmp_path)
     tinyimagenet_val.arrange_val(tmp_path)
@@ -247,6 +242,7 @@ def test_tinyimagenet_val_tool_refuses_an_output_that_differs(tmp_path):
         tinyimagenet_val.arrange_val(tmp_path)
 
 
+@pytest.mark.slow
 def test_tinyimagenet_val_tool_names_missing_images_and_writes_nothing(tmp_path):
     fake_tinyimagenet(tmp_path)
     (tmp_path / "val" / "images" / "val_3.JPEG").unlink()
@@ -275,6 +271,7 @@ def saved_model(checkpoint: Path) -> Dict[str, Dict[str, torch.Tensor]]:
     return {"trunk": trunk, "heads": model["heads"]}
 
 
+@pytest.mark.slow
 def test_tinyimagenet_d8192_benchmark_runs_on_cpu_through_the_launcher(tmp_path):
     data = tmp_path / "tiny-imagenet-200"
     fake_tinyimagenet(data)

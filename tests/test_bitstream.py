@@ -1,4 +1,5 @@
 """The entropy-coded record container: round trip, header, damage detection, atomic writes, overhead."""
+
 import json
 import os
 import struct

@@ -1,11 +1,16 @@
 """BYOL and C-BYOL: the losses against transcriptions of their equations, the momentum target
 (schedule, exact EMA, checkpointing), the stochastic predictor, DDP, and training through the
 plugin launcher."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import math
 import shutil
 from types import SimpleNamespace
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.heads.stochastic_predictor import StochasticPredictor
+from vissl_issl.plugin.hooks import hook_generator
+from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook, build_target
+from vissl_issl.plugin.launcher import compose
 
 import numpy as np
 import pytest
@@ -13,19 +18,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 from classy_vision.losses import build_loss
+from ddp import ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from scipy.stats import vonmises_fisher
+from test_launcher import assert_same_tensors, load
 from torch import nn
 from vissl.models import build_model
 
 from conftest import logged, model_config
-from ddp import ddp_loss_and_grads, loss_and_grads, run_on_ranks
-from test_launcher import assert_same_tensors, load
 from vissl_issl.config import ConfigError
-from vissl_issl.heads.stochastic_predictor import StochasticPredictor
-from vissl_issl.hooks import hook_generator
-from vissl_issl.hooks.momentum_target import MomentumTargetHook, build_target, ema_momentum, ema_update
-from vissl_issl.launcher import compose
-from vissl_issl.losses import von_mises_fisher
+from vissl_issl.maths import von_mises_fisher
+from vissl_issl.maths.ema import ema_momentum, ema_update
 
 BYOL_DIGITS = "pretrain/byol/byol_resnet18_digits"
 C_BYOL_DIGITS = "pretrain/c_byol/c_byol_resnet18_digits"
@@ -89,7 +91,8 @@ def test_byol_loss_rejects_missing_or_mismatched_targets():
 
 
 @pytest.mark.parametrize(
-    "options, key", [({"momentum": 1.0}, "momentum"), ({"byol_loss_weight": 0.0}, "byol_loss_weight"), ({"tau": 1}, "tau")]
+    "options, key",
+    [({"momentum": 1.0}, "momentum"), ({"byol_loss_weight": 0.0}, "byol_loss_weight"), ({"tau": 1}, "tau")],
 )
 def test_bad_byol_options_name_the_key(options, key):
     with pytest.raises(ConfigError, match=f"config.LOSS.byol_loss.{key}"):
@@ -117,7 +120,12 @@ def test_ema_update_is_exact_on_trunk_and_projector_only():
     online = Online().double()
     target = build_target(online)
     assert [name for name, _ in target.named_parameters()] == [
-        "trunk.0.weight", "trunk.0.bias", "trunk.1.weight", "trunk.1.bias", "heads.0.weight", "heads.0.bias"
+        "trunk.0.weight",
+        "trunk.0.bias",
+        "trunk.1.weight",
+        "trunk.1.bias",
+        "heads.0.weight",
+        "heads.0.bias",
     ]
     assert not any(p.requires_grad for p in target.parameters())
     before = {name: p.clone() for name, p in target.named_parameters()}
@@ -139,10 +147,13 @@ def digits_model(name: str):
     return build_model(config.MODEL, config.OPTIMIZER), config
 
 
+@pytest.mark.slow
 def test_hook_builds_runs_and_updates_the_target_as_the_loss_owns_it():
     online, config = digits_model(BYOL_DIGITS)
     loss = build_loss({"name": "byol_loss", **config.LOSS.byol_loss})
-    task = SimpleNamespace(loss=loss, model=online, device=torch.device("cpu"), train=True, iteration=3, max_iteration=10)
+    task = SimpleNamespace(
+        loss=loss, model=online, device=torch.device("cpu"), train=True, iteration=3, max_iteration=10
+    )
     hook = MomentumTargetHook()
     hook.on_start(task)
     assert len(loss.target.heads) == 1 and loss.target.trunk is not online.trunk
@@ -343,6 +354,7 @@ def test_c_byol_reads_kappa_e_from_the_stochastic_predictor():
 
 
 # 2 processes for BYOL only: the momentum-target hook on a DDP-wrapped model is the same for both.
+@pytest.mark.slow
 @pytest.mark.parametrize("name, processes", [(BYOL_DIGITS, 1), (BYOL_DIGITS, 2), (C_BYOL_DIGITS, 1)])
 def test_byol_and_c_byol_train_through_the_launcher(run_launcher, name, processes):
     overrides = ["config.OPTIMIZER.num_epochs=1", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={processes}"]
@@ -355,6 +367,7 @@ def test_byol_and_c_byol_train_through_the_launcher(run_launcher, name, processe
     assert saved["LOSS"]["name"] == name.split("/")[1] + "_loss"
 
 
+@pytest.mark.slow
 def test_target_survives_checkpoint_and_auto_resume_bit_exactly(run_launcher, tmp_path):
     two_epochs = ["config.OPTIMIZER.num_epochs=2"]
     straight = run_launcher(two_epochs, name="straight", config=BYOL_DIGITS)
@@ -372,7 +385,7 @@ def test_target_survives_checkpoint_and_auto_resume_bit_exactly(run_launcher, tm
     # Had the resumed run rebuilt the target from the online weights, they would differ:
     epoch1 = load(straight / "model_phase0.torch")["classy_state_dict"]
     online = epoch1["base_model"]["model"]["trunk"]
-    target = {k[len("target.trunk."):]: v for k, v in epoch1["loss"].items() if k.startswith("target.trunk.")}
+    target = {k[len("target.trunk.") :]: v for k, v in epoch1["loss"].items() if k.startswith("target.trunk.")}
     assert any(not torch.equal(online[k], target[k]) for k in target if k in online)
 
 
@@ -412,6 +425,7 @@ def test_imagenet_recipes_compose_with_the_authors_settings(recipe, lr, wd, epoc
         assert (block.kappa_e, block.kappa_b, block.beta) == (16384.0, 10.0, 1.0)
 
 
+@pytest.mark.slow
 def test_c_byol_imagenet_model_feeds_its_loss():
     config = compose(["config=pretrain/c_byol/c_byol_resnet50_e1000"])[1]
     torch.manual_seed(0)

@@ -2,10 +2,12 @@
 §D.2) and against a float64 per-anchor transcription of the authors' equations (§B.2) with and
 without vMF sampling; its sampling, DDP equivalence, config errors, launcher runs on 1 and 2 CPU
 processes, and the CVR ImageNet recipes (§B.4)."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import math
 from typing import Dict, List
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.launcher import compose
 
 import pytest
 import scipy.special
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 import yaml
 from classy_vision.generic.distributed_util import set_cpu_device
 from classy_vision.losses import build_loss
+from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from PIL import Image
 from torch import nn
 from vissl.config import AttrDict
@@ -23,11 +26,9 @@ from vissl.data.ssl_transforms import get_transform
 from vissl.losses.simclr_info_nce_loss import SimclrInfoNCELoss
 
 from conftest import logged
-from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from vissl_issl.config import ConfigError
-from vissl_issl.launcher import compose
-from vissl_issl.losses import von_mises_fisher as vmf
 from vissl_issl.losses.c_simclr import CSimCLRLoss
+from vissl_issl.maths import von_mises_fisher as vmf
 
 BATCH, EMB = 5, 7  # images per batch, embedding size: small enough for scipy's closed-form vMF
 DIGITS = "pretrain/c_simclr/c_simclr_resnet18_digits"
@@ -125,7 +126,8 @@ def test_without_sampling_it_matches_the_authors_equations(kappa_e, kappa_b, bet
     loss = build(kappa_e=kappa_e, kappa_b=kappa_b, beta=beta, sampling=False)
     value, grad = value_and_grad(lambda e: loss(e, None), x)
     expected, expected_grad = value_and_grad(
-        lambda e: authors_loss(e, F.normalize(e, dim=1), kappa_e, kappa_b, beta), x  # z = the means
+        lambda e: authors_loss(e, F.normalize(e, dim=1), kappa_e, kappa_b, beta),
+        x,  # z = the means
     )
     torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
@@ -340,6 +342,7 @@ def test_constructor_checks_constants_and_requires_the_embedding_size():
 # 6. training through the plugin launcher ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_c_simclr_trains_through_the_launcher(run_launcher):
     # 64 images, 16 per step; TINY's two views are identical copies, which simclr_collator stacks.
     out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config=DIGITS)
@@ -407,7 +410,10 @@ def test_cvr_recipes_compose_with_the_authors_settings(recipe):
     jitter = find(data.TRANSFORMS, "ColorJitter")
     assert jitter["prob"] == [0.8, 0.8]
     assert {k: jitter["transforms"][0][k] for k in ("brightness", "contrast", "saturation", "hue")} == {
-        "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "saturation": 0.2,
+        "hue": 0.1,
     }
     assert [t["p"] for t in data.TRANSFORMS if t["name"] == "RandomGrayscale"] == [0.2]
     assert find(data.TRANSFORMS, "ImgPilGaussianBlur")["prob"] == [1.0, 0.1]

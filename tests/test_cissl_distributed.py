@@ -1,19 +1,19 @@
 """cissl_loss and asymmetric_simclr_loss on 2 gloo ranks under DDP equal one process holding the
 whole batch, and asymmetric_simclr_loss with one head equals VISSL's simclr_info_nce_loss there too."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 from typing import Dict, List
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
 
 import pytest
 import torch
 import torch.distributed as dist
 from classy_vision.generic.distributed_util import set_cpu_device
 from classy_vision.losses import build_loss
+from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from torch import nn
 from vissl.config import AttrDict
 from vissl.losses.simclr_info_nce_loss import SimclrInfoNCELoss
-
-from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 
 IMAGES_PER_RANK, WORLD_SIZE, DIM, EMBEDDING_DIM = 3, 2, 6, 4
 LOSSES = ["cissl_loss", "asymmetric_simclr_loss"]

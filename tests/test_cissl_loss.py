@@ -1,8 +1,9 @@
 """cissl_loss and asymmetric_simclr_loss against direct transcriptions of their equations (ISSL
 spec §2), and asymmetric_simclr_loss against VISSL's own simclr_info_nce_loss."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import math
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
 
 import pytest
 import torch

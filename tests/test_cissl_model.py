@@ -1,17 +1,18 @@
 """The CISSL recipes' models hand cissl_loss its contract: [teacher, student], each (2 * B, 128)."""
-import vissl_issl  # noqa: F401  (shims + registration)
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.launcher import compose
 
 import pytest
 import torch
 from classy_vision.losses import build_loss
 from vissl.models import build_model
 
-from vissl_issl.launcher import compose
-
 
 @pytest.mark.parametrize(
     "name", ["pretrain/cissl/cissl_resnet50_dNone_e100_m2", "pretrain/cissl/cissl_resnet50_d8192_e100_m2"]
 )
+@pytest.mark.slow
 def test_model_output_feeds_cissl_loss(name):
     config = compose([f"config={name}"])[1]
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """Classical baselines through Pillow (JPEG / PNG / WebP) and the matched-accuracy search."""
+
 import io
 
 import numpy as np

@@ -1,20 +1,17 @@
 """Each compat shim is needed on this stack (the import or call fails without it) and sufficient
 (it works with it). Every case runs in a fresh interpreter: shims patch modules process-wide."""
+
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-COMPAT = Path(__file__).resolve().parents[1] / "vissl_issl" / "compat.py"
+pytestmark = pytest.mark.slow  # each case runs in a fresh interpreter
 
-# Loads compat.py on its own, so that exactly one shim is applied (importing the vissl_issl
-# package would apply them all).
-LOAD_COMPAT = f"""
-import importlib.util
-spec = importlib.util.spec_from_file_location("compat", {str(COMPAT)!r})
-compat = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compat)
+# Importing the module applies no shim (``import vissl_issl.plugin`` applies them all), so each
+# case applies exactly one.
+LOAD_COMPAT = """
+from vissl_issl import compat
 """
 
 # setuptools >= 81 has no pkg_resources; block it so the case is the same on any setuptools.
@@ -93,6 +90,6 @@ def test_larc_without_apex_is_needed_and_sufficient():
     prelude = LOAD_COMPAT + "compat.provide_pkg_resources()\ncompat.alias_kinetics400()\n"
     without = run(prelude + build)
     assert without.returncode != 0 and "Apex needed for LARC" in without.stderr
-    with_shim = run("import vissl_issl\n" + build)
+    with_shim = run("import vissl_issl.plugin\n" + build)
     assert with_shim.returncode == 0, with_shim.stderr
     assert with_shim.stdout.strip() == "vissl_issl.optim.larc"

@@ -1,20 +1,18 @@
 """tools/compress.py end to end on a few digits, with an untrained ResNet-18 + entropy_bottleneck
 saved as a VISSL checkpoint (nothing is trained)."""
+
 import json
-import sys
 from pathlib import Path
+
+import vissl_issl.plugin  # noqa: F401  (compat shims, head registration)
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
-import vissl_issl  # noqa: F401  (compat shims, head registration)
+from vissl_issl.compression import tool as compress
 from vissl_issl.compression.bitstream import read_container
 from vissl_issl.compression.bottleneck import encode_dataset, find_bottleneck, load_model
-
-sys.path.insert(0, str(REPO / "tools"))
-import compress  # noqa: E402  (tools/compress.py)
 
 LIMIT = 40
 CODE_DIM = 16
@@ -126,6 +124,7 @@ def test_load_model_rejects_a_checkpoint_of_other_heads(checkpoint, tmp_path):
     assert find_bottleneck(model) == 0 and not model.training
 
 
+@pytest.mark.slow
 def test_report_prints_the_table_and_writes_results(checkpoint, tmp_path, capsys):
     out = tmp_path / "report"
     compress.main(["report", "--checkpoint", str(checkpoint), "--data", "digits", "--limit", str(LIMIT),

@@ -2,11 +2,17 @@
 transcription of its equation, BINCE against VISSL's SimCLR, the learned temperature, the rate-weight
 annealing and its hook, DDP equivalence, config errors, the canonical-image collator, and training
 through the plugin launcher."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import math
 from types import SimpleNamespace
 from typing import Dict, List
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.heads.bince_projection import BinceProjection
+from vissl_issl.plugin.heads.image_decoder import ImageDecoder, pyramid_depth
+from vissl_issl.plugin.hooks import hook_generator
+from vissl_issl.plugin.hooks.rate_weight_annealing import RateWeightAnnealingHook, rate_weight
+from vissl_issl.plugin.launcher import compose
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 from classy_vision.generic.distributed_util import set_cpu_device
 from classy_vision.losses import build_loss
+from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from PIL import Image
 from torch import nn
 from vissl.config import AttrDict
@@ -24,13 +31,8 @@ from vissl.data.ssl_transforms import get_transform
 from vissl.losses.simclr_info_nce_loss import SimclrInfoNCELoss
 
 from conftest import logged
-from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
+from vissl_issl.architectures.packed_outputs import pack_decoder, pack_projection, split_projection
 from vissl_issl.config import ConfigError
-from vissl_issl.heads.bince_projection import BinceProjection, pack_projection, split_projection
-from vissl_issl.heads.image_decoder import ImageDecoder, pack_decoder, pyramid_depth
-from vissl_issl.hooks import hook_generator
-from vissl_issl.hooks.beta_annealing import RateWeightAnnealingHook, rate_weight
-from vissl_issl.launcher import compose
 from vissl_issl.losses import distortion
 from vissl_issl.losses.compression import BINCELoss, min_temperature_clamp, paper_beta
 
@@ -64,7 +66,9 @@ def test_gaussian_reconstruction_is_the_authors_summed_squared_error_of_the_sigm
     values = distortion.gaussian_reconstruction(logits, target)
     assert values.shape == (3,) and values.dtype == torch.float32
     for n in range(3):
-        expected = sum((sigmoid64(l) - t) ** 2 for l, t in zip(logits[n].flatten().tolist(), target[n].flatten().tolist()))
+        expected = sum(
+            (sigmoid64(logit) - t) ** 2 for logit, t in zip(logits[n].flatten().tolist(), target[n].flatten().tolist())
+        )
         assert values[n].item() == pytest.approx(expected, rel=1e-5)
     # = -log N(x; sigmoid(l), 1/2) - (CHW / 2) log(pi): a Gaussian of variance 1/2, per row.
     gaussian = torch.distributions.Normal(torch.sigmoid(logits.double()), math.sqrt(0.5))
@@ -77,8 +81,8 @@ def test_bernoulli_reconstruction_on_binary_targets_is_the_summed_bce():
     values = distortion.bernoulli_reconstruction(logits, target)
     for n in range(4):
         expected = -sum(
-            math.log(sigmoid64(l)) if t == 1 else math.log(1 - sigmoid64(l))
-            for l, t in zip(logits[n].flatten().tolist(), target[n].flatten().tolist())
+            math.log(sigmoid64(logit)) if t == 1 else math.log(1 - sigmoid64(logit))
+            for logit, t in zip(logits[n].flatten().tolist(), target[n].flatten().tolist())
         )
         assert values[n].item() == pytest.approx(expected, rel=1e-5)
     torch.testing.assert_close(values.sum(), F.binary_cross_entropy_with_logits(logits, target, reduction="sum"))
@@ -88,7 +92,9 @@ def test_feature_l1_sums_absolute_differences_over_dimensions():
     z_hat, z = randn(5, 7, seed=5), randn(5, 7, seed=6)
     values = distortion.feature_l1(z_hat, z)
     for n in range(5):
-        assert values[n].item() == pytest.approx(sum(abs(a - b) for a, b in zip(z_hat[n].tolist(), z[n].tolist())), rel=1e-6)
+        assert values[n].item() == pytest.approx(
+            sum(abs(a - b) for a, b in zip(z_hat[n].tolist(), z[n].tolist())), rel=1e-6
+        )
 
 
 def test_distortions_name_shape_mismatches():
@@ -235,7 +241,9 @@ def test_feature_compression_loss_is_rate_plus_beta_l1_plus_aux():
 
 def test_default_betas_are_the_authors_trade_offs_in_the_papers_convention():
     # lambda / (beta_LL ln 2): their rate in nats, weighted by beta_LL; ours in bits, weighted by 1.
-    assert build_loss({"name": "vic_loss", "likelihood": "gaussian", "image_shape": [3, 4, 4]}).beta == pytest.approx(1 / (0.1 * LN2))
+    assert build_loss({"name": "vic_loss", "likelihood": "gaussian", "image_shape": [3, 4, 4]}).beta == pytest.approx(
+        1 / (0.1 * LN2)
+    )
     assert bince(beta=paper_beta(1 / 0.003, 0.1)).beta == pytest.approx(4808.98, rel=1e-5)
     assert BINCELoss.DEFAULTS["beta"] == pytest.approx((1 / 0.003) / (0.1 * LN2))
     assert build_loss({"name": "feature_compression_loss"}).beta == pytest.approx(1 / (0.05 * LN2))
@@ -348,13 +356,25 @@ BOTTLENECK_HEAD = "[entropy_bottleneck,{dims:[512,128]}]"
         (BINCE_DIGITS, ["config.OPTIMIZER.name=lars"], "config.OPTIMIZER.name=lars"),
         (BINCE_DIGITS, ["config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator"], "config.DATA.TRAIN.COLLATE_FUNCTION"),
         (VIC_DIGITS, ["config.DATA.TRAIN.COLLATE_FUNCTION=simclr_collator"], "config.DATA.TRAIN.COLLATE_FUNCTION"),
-        (BINCE_DIGITS, [f"{HEADS}[{BOTTLENECK_HEAD},[image_decoder,{{image_shape:[3,16,16]}}]]"], "config.MODEL.HEAD.PARAMS chains"),
+        (
+            BINCE_DIGITS,
+            [f"{HEADS}[{BOTTLENECK_HEAD},[image_decoder,{{image_shape:[3,16,16]}}]]"],
+            "config.MODEL.HEAD.PARAMS chains",
+        ),
         (VIC_DIGITS, [f"{HEADS}[[mlp,{{dims:[512,128]}}]]"], "config.MODEL.HEAD.PARAMS chains"),
         (VIC_DIGITS, [f"{HEADS}[{BOTTLENECK_HEAD},[image_decoder,{{image_shape:[3,16,16],z_dim:64}}]]"], "z_dim=64"),
-        (BINCE_DIGITS, [f"{HEADS}[{BOTTLENECK_HEAD},[bince_projection,{{dims:[64,128,32]}}]]"], r"bince_projection\) dims="),
+        (
+            BINCE_DIGITS,
+            [f"{HEADS}[{BOTTLENECK_HEAD},[bince_projection,{{dims:[64,128,32]}}]]"],
+            r"bince_projection\) dims=",
+        ),
         (BINCE_DIGITS, ["+config.LOSS.bince_loss.embedding_dim=32"], "config.LOSS.bince_loss.embedding_dim=32"),
         (BINCE_DIGITS, ["+config.LOSS.bince_loss.beta=0"], "config.LOSS.bince_loss.beta"),
-        (BINCE_DIGITS, ["+config.LOSS.bince_loss.rate_anneal_fraction=2"], "config.LOSS.bince_loss.rate_anneal_fraction"),
+        (
+            BINCE_DIGITS,
+            ["+config.LOSS.bince_loss.rate_anneal_fraction=2"],
+            "config.LOSS.bince_loss.rate_anneal_fraction",
+        ),
         (BINCE_DIGITS, ["+config.LOSS.bince_loss.temperatur=0.1"], "config.LOSS.bince_loss.temperatur"),
         (VIC_DIGITS, ["+config.LOSS.vic_loss.likelihood=laplace"], "config.LOSS.vic_loss.likelihood"),
         (BINCE_DIGITS, ["config.DISTRIBUTED.NUM_PROC_PER_NODE=2", "config.DATA.TRAIN.DROP_LAST=False"], "DROP_LAST"),
@@ -384,7 +404,9 @@ def test_collator_puts_augmented_views_in_the_input_and_canonical_views_in_the_t
     config = compose([f"config={VIC_DIGITS}"])[1]
     transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
     images = [Image.fromarray((rand(16, 16, 3, seed=s) * 255).byte().numpy()) for s in range(3)]
-    samples = [transform({"data": [im], "label": [7], "data_valid": [True], "data_idx": [i]}) for i, im in enumerate(images)]
+    samples = [
+        transform({"data": [im], "label": [7], "data_valid": [True], "data_idx": [i]}) for i, im in enumerate(images)
+    ]
     batch = get_collator("augmented_canonical_collator", {})(samples)
     assert set(batch) == {"data", "label", "data_valid", "data_idx"}
     (augmented,), (canonical,) = batch["data"], batch["label"]
@@ -417,6 +439,7 @@ def test_image_decoder_reconstructs_the_shape_and_passes_the_rate_through():
 # 8. training through the plugin launcher -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [BINCE_DIGITS, VIC_DIGITS])
 def test_compressors_train_through_the_launcher(run_launcher, config):
     out = run_launcher(["config.OPTIMIZER.num_epochs=1"], config=config)

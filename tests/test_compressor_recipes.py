@@ -1,19 +1,20 @@
 """The compressor recipes: the ImageNet configs compose with the authors' settings and build a model
 that feeds its loss, the coder's quantiles get no weight decay, and a feature compressor trains over
 a frozen DISSL trunk through the plugin launcher."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import math
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.launcher import compose
 
 import pytest
 import torch
 from classy_vision.losses import build_loss
+from test_launcher import load
 from vissl.models import build_model
 from vissl.optimizers import get_optimizer_param_groups
 
 from conftest import TINY_DISSL, launch, logged
-from test_launcher import load
-from vissl_issl.launcher import compose
 
 BINCE_IMAGENET = "pretrain/bince/bince_resnet50_imagenet"
 FEATURE_IMAGENET = "pretrain/feature_compressor/feature_compressor_dissl_resnet50"
@@ -43,11 +44,16 @@ def test_feature_compressor_recipe_freezes_the_trunk_with_the_authors_schedule()
     optimizer = config.OPTIMIZER
     assert (optimizer.name, optimizer.weight_decay, optimizer.num_epochs) == ("adamw", 3e-8, 30)
     lr = optimizer.param_schedulers.lr
-    assert lr["values"] == pytest.approx([1e-3, 1e-4, 1e-5, 1e-6]) and lr["milestones"] == [7, 14, 21]  # / 1000 in 3 steps
+    assert lr["values"] == pytest.approx([1e-3, 1e-4, 1e-5, 1e-6]) and lr["milestones"] == [
+        7,
+        14,
+        21,
+    ]  # / 1000 in 3 steps
     assert config.LOSS.feature_compression_loss.beta == pytest.approx(1 / (0.05 * math.log(2)))
     assert [t["name"] for t in config.DATA.TRAIN.TRANSFORMS] == ["Resize", "RandomCrop", "ToTensor", "Normalize"]
 
 
+@pytest.mark.slow
 def test_bince_resnet50_model_feeds_its_loss_and_keeps_quantiles_out_of_weight_decay():
     config = compose([f"config={BINCE_IMAGENET}"])[1]
     torch.manual_seed(0)
@@ -67,6 +73,7 @@ def test_bince_resnet50_model_feeds_its_loss_and_keeps_quantiles_out_of_weight_d
             assert group["weight_decay"] == 0
 
 
+@pytest.mark.slow
 def test_feature_compressor_trains_over_a_frozen_dissl_trunk(tmp_path):
     tiny = ["config.OPTIMIZER.num_epochs=1", "config.DATA.NUM_DATALOADER_WORKERS=0"]
     dissl = tmp_path / "dissl"
@@ -74,8 +81,8 @@ def test_feature_compressor_trains_over_a_frozen_dissl_trunk(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     compressor = tmp_path / "compressor"
     overrides = [
-        f"config={FEATURE_DIGITS}", *tiny, "config.DATA.TRAIN.DATA_LIMIT=64", "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
-        "config.LOG_FREQUENCY=1",
+        f"config={FEATURE_DIGITS}", *tiny,
+        "config.DATA.TRAIN.DATA_LIMIT=64", "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16", "config.LOG_FREQUENCY=1",
         f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={dissl / 'checkpoint.torch'}", f"config.CHECKPOINT.DIR={compressor}",
     ]  # fmt: skip
     result = launch(overrides, tmp_path)

@@ -1,14 +1,16 @@
 """Configs resolve from the repo root, from any directory and from a wheel install; bad DISSL
 configs fail at composition (before any process starts) with the offending key named."""
+
 import subprocess
 import sys
 
+import vissl_issl.plugin  # noqa: F401
+from vissl_issl.plugin.launcher import compose
+
 import pytest
 
-import vissl_issl  # noqa: F401
 from conftest import REPO, TINY_DISSL, launch
 from vissl_issl.config import ConfigError
-from vissl_issl.launcher import compose
 
 RECIPES = [
     "dNone_e100_m2",
@@ -47,24 +49,41 @@ def test_pretrain_dissl_alone_is_the_best_recipe():
 def compose_elsewhere(cwd, python_path_first=None) -> subprocess.CompletedProcess:
     code = (
         "import sys\n"
-        + (f"sys.path.insert(0, {str(python_path_first)!r}); sys.path.remove({str(REPO)!r})\n" if python_path_first else "")
-        + "import vissl_issl\n"
-        "from vissl_issl.launcher import compose\n"
+        + (
+            f"sys.path.insert(0, {str(python_path_first)!r}); sys.path.remove({str(REPO)!r})\n"
+            if python_path_first
+            else ""
+        )
+        + "import vissl_issl.plugin\n"
+        "from vissl_issl.plugin.launcher import compose\n"
         "config = compose(['config=pretrain/dissl'])[1]\n"
         "print(vissl_issl.__file__, config.LOSS.dissl_loss.num_crops)\n"
     )
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_configs_resolve_from_any_directory(tmp_path):
     result = compose_elsewhere(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == "6"
 
 
+@pytest.mark.slow
 def test_configs_resolve_after_a_wheel_install(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            tmp_path / "dist",
+            REPO,
+        ],
         check=True,
         capture_output=True,
     )
@@ -100,6 +119,7 @@ def test_head_output_size_must_match_between_teacher_and_student():
         compose(["config=pretrain/dissl", student_to_100])
 
 
+@pytest.mark.slow
 def test_launcher_fails_before_training_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     result = launch([*TINY_DISSL, f"config.CHECKPOINT.DIR={out}", "config.LOSS.dissl_loss.num_crops=6"], tmp_path)
@@ -206,7 +226,9 @@ def test_w_mse_recipes_compose_with_the_authors_settings(dataset, views):
     assert batch == (256 if views == 4 else 512)
     assert config.OPTIMIZER.num_epochs == epochs and config.OPTIMIZER.name == "adam"
     schedule = config.OPTIMIZER.param_schedulers.lr
-    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx([lr, lr, 0.2 * lr, 0.04 * lr])
+    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx(
+        [lr, lr, 0.2 * lr, 0.04 * lr]
+    )
     images = {"cifar10": 50000, "cifar100": 50000, "stl10": 105000, "tinyimagenet": 100000}[dataset]
     steps = images // batch * epochs
     assert schedule.lengths[0] * steps == pytest.approx(500)  # 500 warm-up iterations
@@ -231,7 +253,9 @@ def test_w_mse_imagenet100_recipes_compose_with_the_authors_readme_command(views
     assert config.OPTIMIZER.weight_decay == pytest.approx(1e-6)
     schedule = config.OPTIMIZER.param_schedulers.lr
     lr = 2e-3
-    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx([lr, lr, 0.2 * lr, 0.04 * lr])
+    assert [s.get("end_value", s.get("value")) for s in schedule.schedulers] == pytest.approx(
+        [lr, lr, 0.2 * lr, 0.04 * lr]
+    )
     assert sum(schedule.lengths) == pytest.approx(1)
     assert schedule.lengths[0] * (126689 // batch * 240) == pytest.approx(500)  # 500 warm-up iterations
     assert sum(schedule.lengths[:2]) * 240 == pytest.approx(190)  # x0.2 at E - 50 and E - 25
@@ -256,7 +280,12 @@ def test_w_mse_imagenet100_transforms_build_four_224px_views_with_the_blur():
 
     _, config = compose(["config=pretrain/w_mse/w_mse4_resnet18_imagenet100"])
     transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
-    sample = {"data": [Image.new("RGB", (500, 375), (120, 60, 30))], "label": [0], "data_valid": [True], "data_idx": [0]}
+    sample = {
+        "data": [Image.new("RGB", (500, 375), (120, 60, 30))],
+        "label": [0],
+        "data_valid": [True],
+        "data_idx": [0],
+    }
     views = transform(sample)["data"]
     assert len(views) == 4 and all(tuple(v.shape) == (3, 224, 224) for v in views)
     blur = [t.transform for t in transform.transforms if type(t.transform).__name__ == "ImgPilGaussianBlur"]

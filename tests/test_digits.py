@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 from typing import Dict, List
 
-import vissl_issl  # noqa: F401  (registers the sklearn_digits source before VISSL builds data)
+import vissl_issl.plugin  # noqa: F401  (registers the sklearn_digits source before VISSL builds data)
 
 import numpy as np
 import pytest
@@ -129,9 +129,7 @@ def test_vissl_dataset_yields_sklearn_labels(tmp_path, split):
 
 
 def test_pretraining_without_label_sources_uses_sample_indices(tmp_path):
-    config = compose_benchmark(
-        tmp_path, "config.DATA.TRAIN.LABEL_SOURCES=[]", "config.DATA.TRAIN.DIGITS_IMAGE_SIZE=24"
-    )
+    config = compose_benchmark(tmp_path, "config.DATA.TRAIN.LABEL_SOURCES=[]", "config.DATA.TRAIN.DIGITS_IMAGE_SIZE=24")
     assert config.DATA.TRAIN.LABEL_TYPE == "sample_index"
     batch = first_batch(config, "TRAIN")
     assert batch["data"][0].shape[-2:] == (24, 24)
@@ -154,7 +152,7 @@ RUNNER = textwrap.dedent(
     """
     import sys
 
-    import vissl_issl.hooks
+    import vissl_issl.plugin.hooks
     from vissl.utils.distributed_launcher import launch_distributed
     from vissl.utils.hydra_config import compose_hydra_configuration, convert_to_attrdict
 
@@ -162,12 +160,13 @@ RUNNER = textwrap.dedent(
     if __name__ == "__main__":
         _, config = convert_to_attrdict(compose_hydra_configuration(sys.argv[1:]))
         launch_distributed(
-            config, node_id=0, engine_name="train", hook_generator=vissl_issl.hooks.hook_generator
+            config, node_id=0, engine_name="train", hook_generator=vissl_issl.plugin.hooks.hook_generator
         )
     """
 )
 
 
+@pytest.mark.slow
 def test_linear_benchmark_runs_end_to_end(tmp_path):
     runner = tmp_path / "run.py"
     runner.write_text(RUNNER)

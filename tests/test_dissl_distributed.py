@@ -1,19 +1,20 @@
 """DISSL on 2 gloo ranks under DDP equals one process holding the whole batch, and moves O(C)
 floats per rank per step whatever the batch size."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 from typing import Dict, List, Tuple
 from unittest import mock
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.heads_on_crops import select_crops
 
 import pytest
 import torch
 import torch.distributed as dist
 from classy_vision.losses import build_loss
+from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from torch import nn
 
-from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
-from vissl_issl.losses.marginal import entropy, global_marginal
-from vissl_issl.models.heads_on_crops import select_crops
+from vissl_issl.maths.marginal import entropy, global_marginal
 
 NUM_CROPS, CROPS_FOR_TEACHER, NUM_CLASSES, DIM = 4, [2, 0], 10, 6
 EVEN_SPLIT, UNEVEN_SPLIT = [4, 4], [3, 5]
@@ -75,7 +76,10 @@ def floats_communicated(batch_size: int) -> int:
 
     teacher = torch.randn(len(CROPS_FOR_TEACHER) * batch_size, NUM_CLASSES, requires_grad=True)
     student = torch.randn(NUM_CROPS * batch_size, NUM_CLASSES, requires_grad=True)
-    with mock.patch.object(dist, "all_gather", counting_all_gather), mock.patch.object(dist, "all_reduce", counting_all_reduce):
+    with (
+        mock.patch.object(dist, "all_gather", counting_all_gather),
+        mock.patch.object(dist, "all_reduce", counting_all_reduce),
+    ):
         make_loss()([teacher, student], None).backward()
     return sum(sent)
 

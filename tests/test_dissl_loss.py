@@ -1,7 +1,7 @@
 import copy
 from typing import List
 
-import vissl_issl  # noqa: F401  (shims + registration)
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
 
 import pytest
 import torch
@@ -62,10 +62,7 @@ def naive_dissl(
         if b != a
     ]
     det_inv = [
-        cross_entropy(teacher[i], teacher[j])
-        for i in range(len(teacher))
-        for j in range(len(teacher))
-        if i != j
+        cross_entropy(teacher[i], teacher[j]) for i in range(len(teacher)) for j in range(len(teacher)) if i != j
     ]
     entropies = [Categorical(probs=t.mean(0)).entropy() for t in teacher]
     return (
@@ -212,8 +209,13 @@ def make_config(**loss_overrides) -> AttrDict:
             "DATA": {
                 "TRAIN": {
                     "TRANSFORMS": [
-                        {"name": "ImgPilToMultiCrop", "total_num_crops": 6, "num_crops": [2, 4],
-                         "size_crops": [224, 96], "crop_scales": [[0.14, 1], [0.05, 0.14]]},
+                        {
+                            "name": "ImgPilToMultiCrop",
+                            "total_num_crops": 6,
+                            "num_crops": [2, 4],
+                            "size_crops": [224, 96],
+                            "crop_scales": [[0.14, 1], [0.05, 0.14]],
+                        },
                         {"name": "RandomHorizontalFlip", "p": 0.5},
                     ],
                     "COLLATE_FUNCTION": "multicrop_collator",

@@ -1,14 +1,16 @@
-"""``entropy_bottleneck`` head and its CompressAI rate models (``vissl_issl.heads.rate``): exact
+"""``entropy_bottleneck`` head and its CompressAI rate models (``vissl_issl.maths.rate``): exact
 decoding, real vs estimated bits, noise/quantisation modes, gradients, precision, errors."""
-import vissl_issl  # noqa: F401  (compat shims + registration)
+
+import vissl_issl.plugin  # noqa: F401  (compat shims + registration)
+from vissl_issl.plugin.heads.entropy_bottleneck import EntropyBottleneckHead
 
 import pytest
 import torch
 from vissl.models.heads import get_model_head
 
 from conftest import model_config
-from vissl_issl.heads.entropy_bottleneck import EntropyBottleneckHead, split_bottleneck
-from vissl_issl.heads.rate import FactorizedRate, HyperpriorRate
+from vissl_issl.architectures.packed_outputs import split_bottleneck
+from vissl_issl.maths.rate import FactorizedRate, HyperpriorRate
 
 PRIORS = {"factorized": FactorizedRate, "hyperprior": HyperpriorRate}
 D = 12
@@ -57,6 +59,7 @@ def trained():
     return rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dim", [1, D])
 @pytest.mark.parametrize("prior", PRIORS)
 def test_rate_decodes_exactly_the_eval_forward(prior, dim):
@@ -85,6 +88,7 @@ def test_head_decodes_exactly_the_eval_forward(prior, dims):
         assert ((out.z_hat - out.z).abs() <= torch.exp(-module.log_scale) / 2 + 1e-5).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", PRIORS)
 def test_real_bits_are_the_estimate_plus_the_coders_overhead(trained, prior):
     """rANS flushes its 64-bit state and writes 32-bit words: each string costs its information

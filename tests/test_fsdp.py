@@ -10,7 +10,6 @@ conversion, the task and the optimizer. Forward, backward and training need a GP
 without one; on a machine with one GPU, ``OMP_NUM_THREADS=1 python -m pytest tests/test_fsdp.py``
 runs them all.
 """
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import contextlib
 import copy
@@ -20,10 +19,14 @@ import math
 from typing import Any, Dict
 from unittest import mock
 
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.launcher import compose
+
 import pytest
 import torch
 import torch.distributed as dist
 from classy_vision.optim import build_optimizer
+from ddp import run_on_ranks
 from fairscale.nn.data_parallel import FullyShardedDataParallel as FSDP
 from fairscale.nn.data_parallel import fully_sharded_data_parallel
 from torch import nn
@@ -36,9 +39,7 @@ from vissl.trainer.trainer_main import build_task
 from vissl.utils.fsdp_utils import get_global_group
 
 from conftest import logged
-from ddp import run_on_ranks
 from vissl_issl.config import ConfigError
-from vissl_issl.launcher import compose
 from vissl_issl.losses.cissl import check_linear_head
 from vissl_issl.optim.larc import LARC
 
@@ -51,7 +52,10 @@ RECIPES = [
 DISSL, DISSL_FSDP = RECIPES[0], f"{RECIPES[0]}_fsdp"
 HEADS = [
     ("residual_mlp", {"dims": [32, 64, 32]}),
-    ("jl_mlp", {"dims": [32, 64, 16], "use_bn": True, "use_relu": True, "use_bias": False, "skip_last_layer_relu_bn": False}),
+    (
+        "jl_mlp",
+        {"dims": [32, 64, 16], "use_bn": True, "use_relu": True, "use_bias": False, "skip_last_layer_relu_bn": False},
+    ),
     ("jl_mlp", {"dims": [32, 16], "use_bn": True, "use_bias": False, "skip_last_layer_relu_bn": False}),
 ]
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="fairscale 0.3.7's FSDP runs only on CUDA")
@@ -126,7 +130,9 @@ def test_fsdp_recipe_is_the_ddp_recipe_on_the_fsdp_task_with_fsdp_heads(recipe):
     assert fsdp_config.flatten_parameters is False  # LARC: one norm per parameter
     assert fsdp_config.mixed_precision and fsdp_config.fp32_reduce_scatter  # pytorch AMP, O1
     assert fsdp_config.compute_dtype is torch.float32
-    assert fsdp.MODEL.HEAD.PARAMS == [[[f"{name}_fsdp", options] for name, options in head] for head in plain.MODEL.HEAD.PARAMS]
+    assert fsdp.MODEL.HEAD.PARAMS == [
+        [[f"{name}_fsdp", options] for name, options in head] for head in plain.MODEL.HEAD.PARAMS
+    ]
     assert all(name in MODEL_HEADS_REGISTRY for head in fsdp.MODEL.HEAD.PARAMS for name, _ in head)
     # Nothing else differs: trunk, data, loss, LARC settings, AMP, schedule, distributed setup.
     for config in plain, fsdp:
@@ -201,7 +207,9 @@ def test_two_ranks_each_hold_half_of_every_parameter(tmp_path, name, options):
         (shard0, size), (shard1, _) = ranks[0][key], ranks[1][key]
         assert size == tuple(value.shape)
         assert shard0.shape == shard1.shape == (math.ceil(value.numel() / 2),)
-        torch.testing.assert_close(torch.cat([shard0, shard1])[: value.numel()].view(size), value.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(
+            torch.cat([shard0, shard1])[: value.numel()].view(size), value.detach(), rtol=0, atol=0
+        )
 
 
 def test_recipe_model_has_fsdp_heads_on_a_plain_trunk_and_converts_to_syncbn(one_cpu_rank):
@@ -209,7 +217,10 @@ def test_recipe_model_has_fsdp_heads_on_a_plain_trunk_and_converts_to_syncbn(one
     model = build_model(config.MODEL, config.OPTIMIZER)
     # The trunk has no FSDP of its own: with more than one process, the task's root FSDP shards it.
     assert not any(isinstance(m, FSDP) for m in model.trunk.modules())
-    assert [[type(m.module).__name__ for m in head] for head in model.heads] == [["ResidualMLP", "MLP", "MLP"], ["MLP", "MLP"]]
+    assert [[type(m.module).__name__ for m in head] for head in model.heads] == [
+        ["ResidualMLP", "MLP", "MLP"],
+        ["MLP", "MLP"],
+    ]
     # The task converts BatchNorm to SyncBatchNorm after building the model: inside each BN's FSDP,
     # the SyncBatchNorm holds the very parameters that FSDP shards.
     model = convert_sync_bn(config, model)
@@ -269,7 +280,7 @@ def test_factory_forward_and_backward_match_the_plain_head_on_one_gpu(one_gpu_ra
 @needs_gpu
 @pytest.mark.parametrize("mixed_precision", [True, False])
 def test_alone_a_mixed_precision_fsdp_head_cuts_the_gradient_to_its_input(one_gpu_rank, mixed_precision):
-    """Why one process may not train FSDP with AMP (``vissl_issl.config.check_fsdp_world_size``):
+    """Why one process may not train FSDP with AMP (``vissl_issl.plugin.inference.check_fsdp_world_size``):
     without the task's root FSDP each head is a root, which casts its input under no_grad."""
     model_config = config_of(DISSL_FSDP).MODEL
     model_config.FSDP_CONFIG.update(mixed_precision=mixed_precision, fp32_reduce_scatter=mixed_precision)
@@ -283,6 +294,7 @@ def test_alone_a_mixed_precision_fsdp_head_cuts_the_gradient_to_its_input(one_gp
     assert (upstream.weight.grad is None) == mixed_precision
 
 
+@pytest.mark.slow
 @needs_gpu
 def test_dissl_fsdp_recipe_trains_on_one_gpu_and_its_checkpoint_loads_into_the_ddp_heads(run_launcher):
     out = run_launcher(
@@ -292,6 +304,7 @@ def test_dissl_fsdp_recipe_trains_on_one_gpu_and_its_checkpoint_loads_into_the_d
             "config.DISTRIBUTED.NUM_PROC_PER_NODE=1",
             "config.MODEL.AMP_PARAMS.USE_AMP=False",  # one process: see check_fsdp_world_size
             "config.OPTIMIZER.num_epochs=1",
+            "config.OPTIMIZER.lr_schedule.warmup_epochs=0.1",  # the recipe's 10 must fit in the 1 epoch
         ],
         config=f"pretrain/{DISSL_FSDP}",
     )

@@ -1,15 +1,16 @@
 """The GPU path (run on a lent GPU machine; skipped without CUDA): DISSL's loss keeps fp32 math
 under pytorch AMP and never waits on the host; DISSL trains through the launcher with AMP and
 pytorch SyncBN; the step benchmark's GPU mode runs every row, DINO's included."""
-import importlib.util
+
 import math
+
+import vissl_issl.plugin  # noqa: F401  (registration)
 
 import pytest
 import torch
 from classy_vision.losses import build_loss
 
-import vissl_issl  # noqa: F401  (registration)
-from conftest import REPO, logged
+from conftest import logged
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -38,6 +39,7 @@ def test_dissl_loss_under_autocast_is_the_fp32_loss_of_the_fp16_logits_without_h
     torch.testing.assert_close(value, reference, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dissl_trains_with_amp_and_pytorch_syncbn_through_the_launcher(run_launcher):
     out = run_launcher(
         [
@@ -57,9 +59,8 @@ def test_dissl_trains_with_amp_and_pytorch_syncbn_through_the_launcher(run_launc
 
 
 def test_step_benchmark_gpu_mode_runs_dino_on_a_resnet(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "tools" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    import benchmark  # tools/benchmark.py, on pytest's pythonpath
+
     doc = tmp_path / "benchmarks.md"
     argv = ["step", "--device", "gpu", "--batch", "8", "--crops", "2x64+2x32", "--warmup", "2", "--steps", "2"]
     benchmark.main([*argv, "--repeats", "1", "--methods", "trunk_only", "simclr", "dissl", "dino", "--doc", str(doc)])

@@ -1,7 +1,9 @@
 """``residual_mlp``: the fork's ``mlp ... is_residual: True`` head (spec §3.2)."""
-import vissl_issl  # noqa: F401  (compat shims + registration)
 
 from typing import List
+
+import vissl_issl.plugin  # noqa: F401  (compat shims + registration)
+from vissl_issl.plugin.heads.residual_mlp import ResidualMLP
 
 import pytest
 import torch
@@ -9,7 +11,6 @@ import torch.nn as nn
 from vissl.models.heads import MODEL_HEADS_REGISTRY, get_model_head
 
 from conftest import model_config
-from vissl_issl.heads.residual_mlp import ResidualMLP
 
 
 def randomize_batchnorms(module: nn.Module) -> None:

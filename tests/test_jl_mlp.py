@@ -1,6 +1,8 @@
 """``jl_mlp`` (VISSL's mlp with the fork's Johnson-Lindenstrauss init) and the linearity of every
 CISSL student head."""
-import vissl_issl  # noqa: F401  (compat shims + registration)
+
+import vissl_issl.plugin  # noqa: F401  (compat shims + registration)
+from vissl_issl.plugin.launcher import compose
 
 import pytest
 import torch
@@ -9,7 +11,6 @@ from vissl.models.heads import get_model_head
 
 from conftest import model_config
 from vissl_issl.config import ConfigError, head_modules
-from vissl_issl.launcher import compose
 
 OPTIONS = {"use_bn": True, "use_relu": True, "use_bias": False, "skip_last_layer_relu_bn": False}
 

@@ -1,9 +1,11 @@
 """The pure-PyTorch LARC against steps computed by hand with apex's rule (see larc.py)."""
+
+import vissl_issl.plugin  # noqa: F401  (shims: VISSL's sgd with use_larc now builds without apex)
+
 import pytest
 import torch
-
-import vissl_issl  # noqa: F401  (shims: VISSL's sgd with use_larc now builds without apex)
 from classy_vision.optim import build_optimizer
+
 from vissl_issl.optim.larc import LARC
 
 # p = (3, 4): ||p|| = 5; grad = (0.6, 0.8): ||grad|| = 1; lr 0.5, weight decay 0.1, trust 0.02, eps 0.
@@ -47,7 +49,9 @@ def test_every_param_group_gets_its_own_rate_and_decay():
     a = torch.nn.Parameter(torch.tensor(P))
     b = torch.nn.Parameter(torch.tensor(P))
     a.grad, b.grad = torch.tensor(G), torch.tensor(G)
-    sgd = torch.optim.SGD([{"params": [a], "lr": 0.5, "weight_decay": 0.1}, {"params": [b], "lr": 1.0, "weight_decay": 0.0}])
+    sgd = torch.optim.SGD(
+        [{"params": [a], "lr": 0.5, "weight_decay": 0.1}, {"params": [b], "lr": 1.0, "weight_decay": 0.0}]
+    )
     LARC(sgd, trust_coefficient=0.02, clip=False, eps=0.0).step()
     torch.testing.assert_close(a.detach(), torch.tensor([2.97, 3.96]))
     # group b: local_lr = 0.02 * 5 / 1 = 0.1, no decay: (3, 4) - 1.0 * 0.1 * (0.6, 0.8)
@@ -59,7 +63,9 @@ def test_momentum_buffer_holds_the_scaled_gradient_and_state_round_trips():
     larc = LARC(sgd)
     buffer = larc.state_dict()["state"][0]["momentum_buffer"]
     torch.testing.assert_close(buffer, torch.tensor([0.06, 0.08]))
-    fresh = LARC(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.5, momentum=0.9))
+    fresh = LARC(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.5, momentum=0.9)
+    )
     fresh.load_state_dict(larc.state_dict())
     torch.testing.assert_close(fresh.state_dict()["state"][0]["momentum_buffer"], buffer)
 

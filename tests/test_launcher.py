@@ -2,6 +2,7 @@
 SLURM jobs run the plugin, and AUTO_RESUME continues a checkpointed run exactly where it stopped.
 Runs on 2 processes: DISSL in test_multinode.py, BYOL in test_byol.py; each loss's 2-rank result
 equals the whole-batch one in its own test_*_distributed / DDP tests."""
+
 import math
 import shutil
 import socket
@@ -13,6 +14,8 @@ import torch
 import yaml
 
 from conftest import TINY_DISSL, logged
+
+pytestmark = pytest.mark.slow  # engine, launcher or subprocess runs
 
 
 def load(path):
@@ -83,15 +86,15 @@ def test_slurm_path_runs_the_plugin_job(tmp_path):
         f"config.SLURM.PORT_ID={free_port()}",
     ]
     code = (
-        "import vissl_issl\n"
-        "from vissl_issl.launcher import hydra_main\n"
+        "import vissl_issl.plugin\n"
+        "from vissl_issl.plugin.launcher import hydra_main\n"
         f"job = hydra_main({overrides!r})\n"
         "job.result()\n"
         "print(type(job.submission().function).__module__, type(job.submission().function).__name__)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.split()[-2:] == ["vissl_issl.launcher", "SlurmJob"]
+    assert result.stdout.split()[-2:] == ["vissl_issl.plugin.launcher", "SlurmJob"]
     assert (out / "model_final_checkpoint_phase0.torch").is_file()
 
 

@@ -1,6 +1,7 @@
 """Multi-node training without a cluster: VISSL's manual multi-node launch (the same command on each
 node with ``node_id=<i>``, TCP rendezvous at ``DISTRIBUTED.RUN_ID=<master>:<port>``), run as 2 'nodes'
 x 1 process over loopback with gloo through the plugin launcher, trains exactly as 1 node x 2 processes."""
+
 import os
 import signal
 import subprocess
@@ -9,8 +10,12 @@ import time
 from pathlib import Path
 from typing import List
 
-from conftest import LAUNCHER, TINY_DISSL, logged
+import pytest
 from test_launcher import assert_same_tensors, free_port, load
+
+from conftest import LAUNCHER, TINY_DISSL, logged
+
+pytestmark = pytest.mark.slow  # engine, launcher or subprocess runs
 
 FINAL = "model_final_checkpoint_phase0.torch"
 
@@ -59,7 +64,8 @@ def test_two_nodes_train_exactly_as_one_node_with_two_processes(run_launcher, tm
     # One DataLoader worker per rank: spawned ranks and their (forkserver) workers must all import
     # the plugin. The views are deterministic, so the nodes' in-process loading gives the same batches.
     single = run_launcher(
-        [*one_epoch, "config.DISTRIBUTED.NUM_PROC_PER_NODE=2", "config.DATA.NUM_DATALOADER_WORKERS=1"], name="single_node"
+        [*one_epoch, "config.DISTRIBUTED.NUM_PROC_PER_NODE=2", "config.DATA.NUM_DATALOADER_WORKERS=1"],
+        name="single_node",
     )
 
     # Separate checkpoint directories, as on nodes without a shared disk, show who writes what:

@@ -1,4 +1,5 @@
 """Cached-feature evaluation: feature cache, linear probe sweep, k-NN, and tools/probe.py on digits."""
+
 import json
 import math
 import os
@@ -250,6 +251,7 @@ def test_knn_rejects_k_larger_than_the_train_set(tmp_path):
 # ---------------------------------------------------------------- tools/probe.py
 
 
+@pytest.mark.slow
 def test_probe_tool_on_digits_with_a_random_trunk(tmp_path):
     features_dir = tmp_path / "features"
     command = [

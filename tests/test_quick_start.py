@@ -1,4 +1,5 @@
 """The quick start's comparison: every method pretrains through the launcher and is probed the same way."""
+
 import json
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # engine, launcher or subprocess runs
+
 ROWS = {"cissl": "CISSL, 1 epochs", "simclr": "SimCLR (VISSL's loss), 1 epochs"}
 
 
@@ -14,9 +17,12 @@ def test_quick_start_compares_methods_with_one_probe(tmp_path):
     command = [
         sys.executable,
         str(REPO / "tools" / "quick_start.py"),
-        "--method", *ROWS,
-        "--epochs", "1",
-        "--out", str(tmp_path),
+        "--method",
+        *ROWS,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
         "config.DATA.TRAIN.DATA_LIMIT=256",
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)

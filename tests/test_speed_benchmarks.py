@@ -1,19 +1,14 @@
 """tools/benchmark.py: the step benchmark runs VISSL's training step for each method in its own
 process and says why a row did not run; the data-loader benchmark times the recipes' pipelines;
 the tables land in their own section of a markdown file."""
+
 import argparse
-import importlib.util
 import math
 import re
 import sys
 
+import benchmark  # tools/benchmark.py, on pytest's pythonpath
 import pytest
-
-from conftest import REPO
-
-spec = importlib.util.spec_from_file_location("benchmark", REPO / "tools" / "benchmark.py")
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
 
 
 def table_rows(text: str) -> dict:
@@ -26,6 +21,7 @@ def table_rows(text: str) -> dict:
     return rows
 
 
+@pytest.mark.slow
 def test_step_rows_time_vissls_step_and_skipped_rows_say_why(tmp_path, monkeypatch):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nprose that must survive\n")
@@ -60,17 +56,20 @@ def test_step_rows_time_vissls_step_and_skipped_rows_say_why(tmp_path, monkeypat
     assert doc.read_text() == "# Benchmarks\n\nprose that must survive\n\n" + expected
 
 
+@pytest.mark.slow
 def test_a_failing_row_stops_the_run_with_its_error(monkeypatch):
     args = argparse.Namespace(device="cpu", batch=2, depth=50, warmup=1, steps=1, repeats=1)
     # The row runs in another process, which does not know this method: its traceback must come
     # back, not just an exit code.
-    monkeypatch.setitem(benchmark.METHODS, "broken", benchmark.Method("broken", "pretrain/dissl/no_such_recipe"))
+    monkeypatch.setitem(benchmark.METHODS, "broken", benchmark.Benchmark("broken", "pretrain/dissl/no_such_recipe"))
     with pytest.raises(SystemExit, match="broken on 2x32 failed:(.|\n)*KeyError: 'broken'"):
         benchmark.measure(args, "broken", "2x32")
 
 
 def test_rows_report_the_median_of_each_phase_over_repeats_and_the_largest_peak():
-    repeats = [{"ms": {"step": step, "forward": step / 2}, "peak_mib": peak} for step, peak in [(100, 5), (300, 7), (120, 6)]]
+    repeats = [
+        {"ms": {"step": step, "forward": step / 2}, "peak_mib": peak} for step, peak in [(100, 5), (300, 7), (120, 6)]
+    ]
     result = benchmark.median_of_repeats(repeats, batch=8)
     assert result == {"ms": {"step": 120, "forward": 60}, "images_per_s": 8000 / 120, "peak_mib": 7}
 
@@ -81,9 +80,12 @@ def test_crop_specs_are_checked():
         benchmark.parse_crops("2x")
 
 
+@pytest.mark.slow
 def test_data_benchmark_times_each_pipeline_per_worker(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    benchmark.main(["data", "--crops", "m2", "m8", "--workers", "1", "--batch", "2", "--batches", "1", "--doc", str(doc)])
+    benchmark.main(
+        ["data", "--crops", "m2", "m8", "--workers", "1", "--batch", "2", "--batches", "1", "--doc", str(doc)]
+    )
     rows = table_rows(doc.read_text())
     assert set(rows) == {"`parts/crops_m2` (2x224)", "`parts/crops_m8` (2x224+6x96)"}
     assert all(float(cells[0]) > 0 for cells in rows.values())

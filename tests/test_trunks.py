@@ -1,13 +1,15 @@
 """``tv_resnet``, ``resnet_resizer`` and the dimension resizer: checkpoint compatibility with
 VISSL's ``resnet`` and with the authors' torch.hub layout, ``resnet_resizer``'s init equal to
 VISSL's, the small-image stem, feature keys, config errors."""
-import vissl_issl  # noqa: F401  (compat shims + registration)
 
 import copy
 import functools
 import math
 from pathlib import Path
 from typing import Any, Dict, Optional
+
+import vissl_issl.plugin  # noqa: F401  (compat shims + registration)
+from vissl_issl.plugin.trunks import ResNeXtResizer, TorchvisionResNet
 
 import pytest
 import torch
@@ -19,9 +21,8 @@ from vissl.config import AttrDict
 from vissl.models.trunks import get_model_trunk
 from vissl.models.trunks.feature_extractor import FeatureExtractorModel
 
+from vissl_issl.architectures.resizer import BottleneckExpand
 from vissl_issl.config import ConfigError
-from vissl_issl.trunks.resizer import BottleneckExpand
-from vissl_issl.trunks.resnet import ResNeXtResizer, TorchvisionResNet
 
 # 2048*512 (conv1) + 512*512*9 (conv2) + 512*8192 (conv3) + 2*(512 + 512 + 8192) (BN affine)
 RESIZER_50_TO_8192_PARAMS = 7_620_608
@@ -79,6 +80,7 @@ def test_registered_name():
     assert get_model_trunk("tv_resnet") is TorchvisionResNet
 
 
+@pytest.mark.slow
 def test_depth_50_checkpoints_interchange_with_vissl_resnet():
     torch.manual_seed(0)
     config = model_config({"DEPTH": 50})
@@ -103,6 +105,7 @@ def test_depth_50_checkpoints_interchange_with_vissl_resnet():
         torch.testing.assert_close(a, e, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resizer_widens_depth_50_to_8192_and_loads_into_the_hub_layout():
     torch.manual_seed(0)
     trunk = tv_resnet(DEPTH=50, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 8192})
@@ -228,6 +231,7 @@ def test_vissl_feature_extractor_runs_on_resizer_features():
     assert res5.shape == (2, 512) and resizer.shape == (2, 1024)
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_output():
     torch.manual_seed(0)
     block = {"DEPTH": 18, "SMALL_IMAGE_STEM": True}
@@ -271,6 +275,7 @@ def test_single_channel_input_type_is_rejected():
         get_model_trunk("tv_resnet")(model_config({"DEPTH": 18}, INPUT_TYPE="lab"), "tv_resnet")
 
 
+@pytest.mark.slow
 def test_resnet_resizer_is_vissl_resnet_plus_the_resizer_with_the_same_init():
     assert get_model_trunk("resnet_resizer") is ResNeXtResizer
     config = resnet_resizer_config()
@@ -292,6 +297,7 @@ def test_resnet_resizer_is_vissl_resnet_plus_the_resizer_with_the_same_init():
     assert sum(p.numel() for p in resizer.parameters()) == RESIZER_50_TO_8192_PARAMS
 
 
+@pytest.mark.slow
 def test_resnet_resizer_features_checkpoint_and_hub_layout():
     torch.manual_seed(0)
     ours = build_trunk("resnet_resizer", resnet_resizer_config())

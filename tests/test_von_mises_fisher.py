@@ -2,6 +2,7 @@
 vonmises_fisher and Bessel functions where they are finite, closed forms (d = 3) and the uniform
 (Debye) asymptotics of I_nu for d up to 2048 and kappa up to 1e6; the sampler's moments,
 distribution (KS against scipy's rvs), rotation, reproducibility and gradients; argument errors."""
+
 import functools
 import math
 from typing import Tuple
@@ -12,7 +13,7 @@ import scipy.special
 import scipy.stats
 import torch
 
-from vissl_issl.losses.von_mises_fisher import log_normalizer, log_prob, mean_resultant_length, sample
+from vissl_issl.maths.von_mises_fisher import log_normalizer, log_prob, mean_resultant_length, sample
 
 KAPPAS = [1.0, 10.0, 1024.0, 16384.0]
 

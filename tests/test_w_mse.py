@@ -1,11 +1,13 @@
 """w_mse_loss and its Cholesky whitening against independent float64 transcriptions of the W-MSE
 spec (compression_ssl.md §C.1, §C.5): identity covariance per group, the shrinkage formula, loss
 values and gradients, shape and config errors, per-rank whitening on 2 gloo ranks, and AMP input."""
-import vissl_issl  # noqa: F401  (shims + registration)
 
 import itertools
 import re
 from typing import Dict, List
+
+import vissl_issl.plugin  # noqa: F401  (shims + registration)
+from vissl_issl.plugin.launcher import compose
 
 import numpy as np
 import pytest
@@ -13,13 +15,12 @@ import scipy.linalg
 import torch
 import torch.distributed as dist
 from classy_vision.losses import build_loss
+from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from torch import nn
 
-from ddp import assert_matches, ddp_loss_and_grads, loss_and_grads, run_on_ranks
 from vissl_issl.config import ConfigError
-from vissl_issl.launcher import compose
 from vissl_issl.losses.w_mse import WMSELoss
-from vissl_issl.losses.whitening import whiten
+from vissl_issl.maths.whitening import whiten
 
 EMB, W_SIZE, BATCH = 4, 10, 20  # two whitening groups of 10 images, 4-d embeddings
 
@@ -111,8 +112,8 @@ def w_mse_transcription(h, num_samples, w_size, w_iter, w_eps, normalize) -> tor
             for k, view in enumerate(views):
                 for image, z in zip(members, whiten_transcription(view[members], w_eps)):
                     white[k][image] = z
-        for k, l in pairs:
-            total = total + sum(distance(white[k][n], white[l][n], normalize) for n in range(batch)) / batch
+        for first, second in pairs:
+            total = total + sum(distance(white[first][n], white[second][n], normalize) for n in range(batch)) / batch
     return total / (w_iter * len(pairs))
 
 

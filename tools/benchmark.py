@@ -23,6 +23,7 @@ Both print a markdown table and, with ``--doc``, replace that table's section (b
 ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``, NAME ``step-<device>-b<batch>-<crops>``
 or ``data``) in the file, with the command, machine and versions.
 """
+
 import argparse
 import json
 import math
@@ -36,9 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from vissl_issl.methods import METHODS as PLUGIN_METHODS
+from vissl_issl.methods import Benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("data", "forward", "hooks", "loss", "backward", "optimizer", "other")
@@ -61,22 +64,11 @@ LARC = (
 )
 
 
-@dataclass(frozen=True)
-class Method:
-    label: str
-    config: str
-    overrides: Tuple[str, ...] = ()
-    # Overrides for more than 2 crops; None: a 2-view method (no multi-crop row).
-    multicrop: Optional[Tuple[str, ...]] = None
-    larc: bool = True
-    gpu_only: str = ""  # why the method cannot run on CPU
-    min_batch: int = 1  # the loss needs at least this many images per GPU
-
-
 TRUNK_ONLY = "trunk_only"
 VISSL_SIMCLR = "pretrain/simclr/simclr_8node_resnet"
-METHODS: Dict[str, Method] = {
-    TRUNK_ONLY: Method(
+# VISSL's own methods and the trunk alone, timed next to the plugin's (vissl_issl.methods).
+REFERENCES: Dict[str, Benchmark] = {
+    TRUNK_ONLY: Benchmark(
         "trunk only (ceiling)",
         VISSL_SIMCLR,
         (
@@ -86,17 +78,9 @@ METHODS: Dict[str, Method] = {
         ),
         multicrop=("config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",),
     ),
-    "simclr": Method(
-        "SimCLR (VISSL)",
-        VISSL_SIMCLR,
-        multicrop=(
-            "config.LOSS.name=multicrop_simclr_info_nce_loss",
-            "config.DATA.TRAIN.COLLATE_FUNCTION=multicrop_collator",
-        ),
-    ),
-    "swav": Method("SwAV (VISSL)", "pretrain/swav/swav_8node_resnet", multicrop=()),
-    "barlow_twins": Method("Barlow Twins (VISSL)", "pretrain/barlow_twins/barlow_twins_4node_resnet"),
-    "dino": Method(
+    "swav": Benchmark("SwAV (VISSL)", "pretrain/swav/swav_8node_resnet", multicrop=()),
+    "barlow_twins": Benchmark("Barlow Twins (VISSL)", "pretrain/barlow_twins/barlow_twins_4node_resnet"),
+    "dino": Benchmark(
         "DINO (VISSL, ResNet)",
         "pretrain/dino/dino_16gpus_deits16",
         (
@@ -107,18 +91,14 @@ METHODS: Dict[str, Method] = {
         multicrop=(),
         gpu_only="VISSL's DINO hook converts its teacher to SyncBN, which needs CUDA with a BatchNorm trunk",
     ),
-    "dissl": Method("DISSL", "pretrain/dissl/dissl_resnet50_dNone_e100_m2", multicrop=()),
-    "cissl": Method("CISSL", "pretrain/cissl/cissl_resnet50_dNone_e100_m2"),
-    "c_simclr": Method("C-SimCLR", "pretrain/c_simclr/c_simclr_resnet50_e300"),
-    "byol": Method("BYOL", "pretrain/byol/byol_resnet50_e300"),
-    "c_byol": Method("C-BYOL", "pretrain/c_byol/c_byol_resnet50_e300"),
-    "w_mse": Method(
-        "W-MSE 2",
-        "pretrain/w_mse/w_mse2_resnet18_imagenet100",
-        ("config.MODEL.HEAD.PARAMS.0.1.dims=[2048,1024]",),
-        min_batch=256,  # w_size: whitening needs more images than the 128 embedding dimensions
-    ),
-    "bince": Method("BINCE (compressor)", "pretrain/bince/bince_resnet50_imagenet", larc=False),
+}
+
+
+METHODS: Dict[str, Benchmark] = {
+    TRUNK_ONLY: REFERENCES[TRUNK_ONLY],
+    "simclr": PLUGIN_METHODS["simclr"].benchmark,
+    **{name: row for name, row in REFERENCES.items() if name != TRUNK_ONLY},
+    **{name: m.benchmark for name, m in PLUGIN_METHODS.items() if m.benchmark and name != "simclr"},
 }
 
 
@@ -141,7 +121,9 @@ def transforms_override(crops: Sequence[Tuple[int, int]]) -> str:
     return f"config.DATA.TRAIN.TRANSFORMS=[{multicrop},{{name:ToTensor}}]".replace(" ", "")
 
 
-def row_overrides(method: Method, crops: Sequence[Tuple[int, int]], device: str, batch: int, depth: int, out: Path) -> List[str]:
+def row_overrides(
+    method: Benchmark, crops: Sequence[Tuple[int, int]], device: str, batch: int, depth: int, out: Path
+) -> List[str]:
     gpu = device == "gpu"
     overrides = [
         f"config={method.config}",
@@ -252,24 +234,26 @@ def peak_memory_mib(cuda: bool) -> float:
 
 
 def run_row(args: argparse.Namespace) -> Dict[str, object]:
-    import vissl_issl  # noqa: F401  (registers the plugin)
+    import vissl_issl.plugin  # noqa: F401  (registers the plugin)
 
     register_trunk_only_reference()
+    from vissl_issl.plugin.hooks import hook_generator
+    from vissl_issl.plugin.launcher import compose
+
     import torch
+    from vissl.hooks import SSLClassyHookFunctions
     from vissl.trainer.train_steps import get_train_step
     from vissl.trainer.trainer_main import SelfSupervisionTrainer
-    from vissl.hooks import SSLClassyHookFunctions
     from vissl.utils.misc import get_dist_run_id
     from vissl.utils.perf_stats import PerfTimer
-
-    from vissl_issl.hooks import hook_generator
-    from vissl_issl.launcher import compose
 
     method, crops, cuda = METHODS[args.method], parse_crops(args.crops), args.device == "gpu"
     with tempfile.TemporaryDirectory() as out:
         _, config = compose(row_overrides(method, crops, args.device, args.batch, args.depth, Path(out)))
         os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
-        trainer = SelfSupervisionTrainer(config, get_dist_run_id(config, 1), checkpoint_folder=out, hooks=hook_generator(config))
+        trainer = SelfSupervisionTrainer(
+            config, get_dist_run_id(config, 1), checkpoint_folder=out, hooks=hook_generator(config)
+        )
         task = trainer.task
         task.prepare(pin_memory=config.DATA.PIN_MEMORY)
         task.init_distributed_data_parallel_model()
@@ -367,11 +351,14 @@ def step_table(args: argparse.Namespace, results: Dict[Tuple[str, str], Dict[str
     memory = "peak GPU memory (MiB)" if args.device == "gpu" else "peak RSS (MiB)"
     lines = []
     for crops in args.crops:
-        reference = {m: results[(m, crops)] for m in ("simclr", "dino", TRUNK_ONLY) if "ms" in results.get((m, crops), {})}
+        reference = {
+            m: results[(m, crops)] for m in ("simclr", "dino", TRUNK_ONLY) if "ms" in results.get((m, crops), {})
+        }
         lines += [
             f"**{crops}**, batch {args.batch} per {args.device.upper()}, ResNet-{args.depth}:",
             "",
-            f"| method | images/s | step ms | {' | '.join(PHASES)} | heads+loss vs trunk only | vs SimCLR | vs DINO | {memory} | memory vs SimCLR |",
+            f"| method | images/s | step ms | {' | '.join(PHASES)} | heads+loss vs trunk only | vs SimCLR | vs DINO "
+            f"| {memory} | memory vs SimCLR |",
             "|---|" + "---|" * (len(PHASES) + 7),
         ]
         for method in args.methods:
@@ -383,7 +370,11 @@ def step_table(args: argparse.Namespace, results: Dict[Tuple[str, str], Dict[str
             ms = result["ms"]
             step = ms["step"]
             ref_ms = {m: r["ms"]["step"] for m, r in reference.items()}
-            overhead = f"{100 * (step / ref_ms[TRUNK_ONLY] - 1):+.1f}%" if TRUNK_ONLY in ref_ms and method != TRUNK_ONLY else "–"
+            overhead = (
+                f"{100 * (step / ref_ms[TRUNK_ONLY] - 1):+.1f}%"
+                if TRUNK_ONLY in ref_ms and method != TRUNK_ONLY
+                else "–"
+            )
             simclr_mem = reference["simclr"]["peak_mib"] if "simclr" in reference else None
             lines.append(
                 f"| {label} | {result['images_per_s']:.1f} | {step:.1f} | "
@@ -420,13 +411,15 @@ def write_jpegs(folder: Path, count: int) -> None:
 def loader_rate(part: str, folder: Path, workers: int, batch: int, batches: int) -> float:
     """Images/s of VISSL's dataset + ``parts/crops_<part>`` transforms + multicrop collator with
     ``workers`` DataLoader workers; the first batch (worker start-up) is excluded."""
+    from vissl_issl.plugin.launcher import compose
+
     import torch
     from omegaconf import OmegaConf
     from vissl.data import build_dataloader, build_dataset
 
-    from vissl_issl.launcher import compose
-
-    transforms = OmegaConf.load(REPO / "configs/config/pretrain/parts" / f"crops_{part}.yaml").config.DATA.TRAIN.TRANSFORMS
+    transforms = OmegaConf.load(
+        REPO / "configs/config/pretrain/parts" / f"crops_{part}.yaml"
+    ).config.DATA.TRAIN.TRANSFORMS
     _, config = compose(
         [
             "config=pretrain/dissl/dissl_resnet50_dNone_e100_m2",
@@ -505,10 +498,11 @@ def step_main(args: argparse.Namespace) -> None:
 
 
 def data_main(args: argparse.Namespace) -> None:
-    import vissl_issl  # noqa: F401
+    import vissl_issl.plugin  # noqa: F401
 
     lines = [
-        f"Images/s per DataLoader worker, batch {args.batch}, {'`' + str(args.folder) + '`' if args.folder else 'synthetic 500x375 JPEGs'}:",
+        f"Images/s per DataLoader worker, batch {args.batch}, "
+        f"{'`' + str(args.folder) + '`' if args.folder else 'synthetic 500x375 JPEGs'}:",
         "",
         "| crops | " + " | ".join(f"{w} worker{'s' * (w > 1)}: images/s per worker" for w in args.workers) + " |",
         "|---|" + "---|" * len(args.workers),
@@ -520,7 +514,9 @@ def data_main(args: argparse.Namespace) -> None:
             write_jpegs(folder, args.batch * (args.batches + 1) * max(args.workers))
         for part in args.crops:
             rates = [loader_rate(part, folder, w, args.batch, args.batches) / w for w in args.workers]
-            lines.append(f"| `parts/crops_{part}` ({CROP_PARTS[part]}) | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
+            lines.append(
+                f"| `parts/crops_{part}` ({CROP_PARTS[part]}) | " + " | ".join(f"{r:.1f}" for r in rates) + " |"
+            )
     report(args, "data", "\n".join(lines) + "\n")
 
 

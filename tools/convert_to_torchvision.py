@@ -10,25 +10,15 @@ trunk loads with ``vissl_issl/hub.py``: ``build_resnet(<printed architecture>)``
 checkpoint folder's ``train_config.yaml``, else from the weight shapes (maxpool then assumed).
 Needs only torch and torchvision (PyYAML with a train_config.yaml), not VISSL.
 """
+
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import List, Optional
 
 import torch
 
-HUB_FILE = Path(__file__).resolve().parents[1] / "vissl_issl" / "hub.py"
-
-
-def load_hub() -> ModuleType:
-    # By path, as hubconf does: ``import vissl_issl`` would import VISSL.
-    spec = importlib.util.spec_from_file_location("vissl_issl_convert_hub", HUB_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from vissl_issl import hub
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -37,7 +27,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("out", type=Path, help="where to write the torchvision state dict")
     args = parser.parse_args(argv)
 
-    hub = load_hub()
     try:
         model, arch = hub.load_checkpoint(args.checkpoint)
     except (hub.CheckpointError, OSError) as error:

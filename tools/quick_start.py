@@ -19,6 +19,7 @@
 Re-running resumes (VISSL's AUTO_RESUME), skips pretraining once it has finished and reuses the
 cached features.
 """
+
 import argparse
 import json
 import subprocess
@@ -27,22 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-import compress  # tools/compress.py, next to this file
-import probe  # tools/probe.py, next to this file
+from vissl_issl.compression import tool as compress
+from vissl_issl.evaluation import probe
+from vissl_issl.methods import METHODS, quick_start_methods
 
 TOOLS = Path(__file__).resolve().parent
-METHODS: Dict[str, str] = {
-    "dissl": "DISSL",
-    "cissl": "CISSL",
-    "simclr": "SimCLR (VISSL's loss)",
-    "c_simclr": "C-SimCLR",
-    "byol": "BYOL",
-    "c_byol": "C-BYOL",
-    "w_mse": "W-MSE 2",
-    "bince": "BINCE compressor",
-    "vic": "VIC compressor",
-}
-COMPRESSORS = ("bince", "vic")
 # JPEG/WebP qualities of the classical baselines: a sweep short enough for a CPU quick start.
 QUALITIES = ["10", "30", "50", "70", "90"]
 # The digits train split has 1437 images: the authors' ImageNet batch of 2048 would give one step
@@ -52,12 +42,18 @@ KNN_K = 20
 
 
 def config_name(method: str) -> str:
-    return f"pretrain/{method}/{method}_resnet18_digits"
+    return METHODS[method].digits_config
 
 
 def pretrain(method: str, out: Path, epochs: int, extra_overrides: List[str]) -> None:
-    overrides = [f"config={config_name(method)}", f"config.CHECKPOINT.DIR={out}", f"config.OPTIMIZER.num_epochs={epochs}"]
-    subprocess.run([sys.executable, str(TOOLS / "run_distributed_engines.py"), *overrides, *extra_overrides], check=True)
+    overrides = [
+        f"config={config_name(method)}",
+        f"config.CHECKPOINT.DIR={out}",
+        f"config.OPTIMIZER.num_epochs={epochs}",
+    ]
+    subprocess.run(
+        [sys.executable, str(TOOLS / "run_distributed_engines.py"), *overrides, *extra_overrides], check=True
+    )
 
 
 def probe_checkpoint(checkpoint: Path, features_dir: Path) -> Dict[str, Any]:
@@ -80,7 +76,7 @@ def plot_losses(out: Path, methods: List[str]) -> Path:
         lines = (out / method / "stdout.json").read_text().splitlines()
         records = [r for r in map(json.loads, filter(str.strip, lines)) if "loss" in r]
         axis.plot([r["iter"] for r in records], [r["loss"] for r in records])
-        axis.set(xlabel="iteration", ylabel="loss", title=f"{METHODS[method]} on digits (ResNet-18)")
+        axis.set(xlabel="iteration", ylabel="loss", title=f"{METHODS[method].label} on digits (ResNet-18)")
     figure.tight_layout()
     path = out / "loss_curve.png"
     figure.savefig(path, dpi=120)
@@ -95,7 +91,7 @@ def row(name: str, results: Dict[str, Any], baseline: Dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", nargs="+", choices=sorted(METHODS), default=["dissl"])
+    parser.add_argument("--method", nargs="+", choices=quick_start_methods(), default=["dissl"])
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--out", type=Path, default=Path("quick_start_output"))
     parser.add_argument("overrides", nargs="*", help="extra VISSL config overrides (config.X=Y)")
@@ -109,16 +105,18 @@ def main() -> None:
         minutes[method] = (time.perf_counter() - start) / 60
 
     random = probe_random_trunk(args.method[0], out / "probe_random", args.overrides)
-    results = {method: probe_checkpoint(out / method / "checkpoint.torch", out / method / "probe") for method in args.method}
+    results = {
+        method: probe_checkpoint(out / method / "checkpoint.torch", out / method / "probe") for method in args.method
+    }
 
     print("\nDigits test split (16 px, frozen ResNet-18 features, same probe for every row):")
     print(row("random init trunk", random, random))
     for method in args.method:
-        name = f"{METHODS[method]}, {args.epochs} epochs"
+        name = f"{METHODS[method].label}, {args.epochs} epochs"
         print(f"{row(name, results[method], random)}   pretraining {minutes[method]:.1f} min")
     print(f"Loss curves: {plot_losses(out, args.method)}")
-    for method in (m for m in args.method if m in COMPRESSORS):
-        print(f"\n{METHODS[method]}: real bitstreams of the digits, and JPEG/PNG/WebP of the same images")
+    for method in (m for m in args.method if METHODS[m].compressor):
+        print(f"\n{METHODS[method].label}: real bitstreams of the digits, and JPEG/PNG/WebP of the same images")
         argv = ["report", "--checkpoint", str(out / method / "checkpoint.torch"), *PROBE_ARGS[:2]]
         compress.main([*argv, "--qualities", *QUALITIES, "--out", str(out / method / "report")])
 

@@ -5,10 +5,11 @@
 
 Same CLI as VISSL's (``config=... config.X=... +config.Y=...``, ``node_id=``, ``engine_name=``).
 """
+
 import sys
 
-import vissl_issl  # noqa: F401  (module top: spawned ranks re-import this script and register)
-from vissl_issl.launcher import hydra_main
+import vissl_issl.plugin  # noqa: F401  (module top: spawned ranks re-import this script and register)
+from vissl_issl.plugin.launcher import hydra_main
 
 if __name__ == "__main__":
     hydra_main(overrides=sys.argv[1:])

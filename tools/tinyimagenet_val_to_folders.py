@@ -13,6 +13,7 @@ train and val the same labels). It writes into ``val_folders.partial/`` and rena
 complete, so an interrupted run leaves no half-filled ``val_folders/``. Running it again is a
 no-op when ``val_folders/`` already matches the annotations, and an error when it does not.
 """
+
 import argparse
 import shutil
 import sys

@@ -1,9 +1,10 @@
 """Shims that let VISSL 0.1.6 (2021) run on today's Python, torch, numpy and setuptools.
 
-``vissl_issl/__init__`` calls :func:`apply_all` before anything imports VISSL. Each shim is one
+``import vissl_issl.plugin`` calls :func:`apply_all` before anything imports VISSL. Each shim is one
 small function that checks whether it is needed and does nothing otherwise, so the same code runs
 on stacks that still have what VISSL expects (and on stacks with apex).
 """
+
 import importlib.util
 import sys
 import types

@@ -14,109 +14,37 @@ VISSL -> torchvision renames ``_feature_blocks.resizer.`` to ``avgpool.0.`` and 
 ``_feature_blocks.``; release <-> torchvision swaps ``resizer.`` and ``avgpool.0.``.
 
 Only torch, torchvision and the standard library are imported (PyYAML only to read a
-``train_config.yaml``): ``hubconf.py`` loads this file by path where VISSL is not installed, and the
-``vissl_issl`` package's ``__init__`` imports VISSL. For the same reason the resizer comes from
-``trunks/resizer.py`` by file path.
+``train_config.yaml``), so ``hubconf.py`` works where VISSL is not installed. The architecture is
+:mod:`vissl_issl.architectures.resnet`, the one the ``tv_resnet`` trunk is built from.
 """
-import importlib.util
-from dataclasses import dataclass
+
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-StateDict = Dict[str, torch.Tensor]
-PathLike = Union[str, Path]
+from vissl_issl.architectures.resnet import BLOCKS, TV_RESNET_DEFAULTS, ResNetArch, build_resnet
+from vissl_issl.checkpoints import (
+    CheckpointError,
+    PathLike,
+    StateDict,
+    check_state_dict,
+    listing,
+    read_state_dict,
+    read_vissl_model,
+)
 
 VISSL_PREFIX = "_feature_blocks."
 VISSL_RESIZER_PREFIX = "_feature_blocks.resizer."
 TORCHVISION_RESIZER_PREFIX = "avgpool.0."
 RELEASE_RESIZER_PREFIX = "resizer."
-TRUNK_KEYS = ("classy_state_dict", "base_model", "model", "trunk")
 TRAIN_CONFIG_NAME = "train_config.yaml"
 
-# Block type and blocks per layer of every depth VISSL's ``resnet`` (50-200) or the plugin's
-# ``tv_resnet`` (18-152) builds.
-BLOCKS: Dict[int, Tuple[Type[nn.Module], Tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-    200: (Bottleneck, (3, 24, 36, 3)),
-}
-# The tv_resnet trunk's defaults (trunks/resnet.py): a dumped config holds only the keys a run set.
-TV_RESNET_DEFAULTS: Dict[str, Any] = {"DEPTH": 50, "SMALL_IMAGE_STEM": False, "MAXPOOL": True, "RESIZER": None}
 # The only MODEL.TRUNK.RESNETS values under which VISSL's ResNeXt is torchvision's ResNet.
 PLAIN_RESNETS = {"WIDTH_MULTIPLIER": 1, "GROUPS": 1, "WIDTH_PER_GROUP": 64, "NORM": "BatchNorm", "LAYER4_STRIDE": 2}
 STEM_SHAPES = {(64, 3, 7, 7): False, (64, 3, 3, 3): True}  # conv1.weight -> small-image stem
-
-
-class CheckpointError(ValueError):
-    """A checkpoint, weights file or train_config.yaml that does not describe a plain ResNet."""
-
-
-def _load_resizer_module() -> ModuleType:
-    path = Path(__file__).resolve().parent / "trunks" / "resizer.py"
-    spec = importlib.util.spec_from_file_location("vissl_issl_hub_resizer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BottleneckExpand = _load_resizer_module().BottleneckExpand
-
-
-@dataclass(frozen=True)
-class ResNetArch:
-    """A torchvision ResNet as the plugin's trunks build it; ``resizer`` is the
-    ``(hidden, out)`` channels of the resizer after layer4, or None."""
-
-    depth: int
-    small_image_stem: bool = False
-    maxpool: bool = True
-    resizer: Optional[Tuple[int, int]] = None
-
-    def __post_init__(self) -> None:
-        if self.depth not in BLOCKS:
-            raise CheckpointError(f"ResNet depth {self.depth} is not supported; use one of {sorted(BLOCKS)}.")
-
-    @property
-    def trunk_dim(self) -> int:
-        """Channels of layer4's output."""
-        return 512 * BLOCKS[self.depth][0].expansion
-
-    @property
-    def feature_dim(self) -> int:
-        """Size of the pooled feature vector the model returns."""
-        return self.trunk_dim if self.resizer is None else self.resizer[1]
-
-    def __str__(self) -> str:
-        parts = [f"ResNet-{self.depth}", "3x3 stride-1 stem" if self.small_image_stem else "7x7 stride-2 stem"]
-        parts.append("maxpool" if self.maxpool else "no maxpool")
-        if self.resizer is not None:
-            parts.append(f"resizer {self.trunk_dim}->{self.resizer[0]}->{self.resizer[1]}")
-        return ", ".join(parts) + f": {self.feature_dim}-d features"
-
-
-def build_resnet(arch: ResNetArch, **torchvision_kwargs: Any) -> ResNet:
-    """torchvision's ResNet of ``arch`` with ``fc = Identity``: (N, 3, H, W) -> (N, arch.feature_dim).
-    ``torchvision_kwargs`` go to ``torchvision.models.resnet.ResNet`` (e.g. ``norm_layer``)."""
-    block, layers = BLOCKS[arch.depth]
-    model = ResNet(block, list(layers), **torchvision_kwargs)
-    if arch.small_image_stem:
-        # The tv_resnet trunk's small_image_conv1.
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    if not arch.maxpool:
-        model.maxpool = nn.Identity()
-    if arch.resizer is not None:
-        hidden, out = arch.resizer
-        model.avgpool = nn.Sequential(BottleneckExpand(arch.trunk_dim, hidden, out), nn.AdaptiveAvgPool2d(1))
-    model.fc = nn.Identity()
-    return model
 
 
 def _replace_prefix(state: Mapping[str, torch.Tensor], old: str, new: str) -> StateDict:
@@ -140,7 +68,7 @@ def vissl_to_torchvision(trunk: Mapping[str, torch.Tensor], source: PathLike) ->
     strays = [key for key in renamed if not key.startswith((VISSL_PREFIX, TORCHVISION_RESIZER_PREFIX))]
     if strays:
         raise CheckpointError(
-            f"{source}: trunk keys {_listing(strays)} are not under {VISSL_PREFIX!r}; only VISSL's resnet, "
+            f"{source}: trunk keys {listing(strays)} are not under {VISSL_PREFIX!r}; only VISSL's resnet, "
             "the plugin's resnet_resizer and tv_resnet convert."
         )
     return _replace_prefix(renamed, VISSL_PREFIX, "")
@@ -148,35 +76,19 @@ def vissl_to_torchvision(trunk: Mapping[str, torch.Tensor], source: PathLike) ->
 
 def read_vissl_trunk(path: PathLike) -> StateDict:
     """``checkpoint["classy_state_dict"]["base_model"]["model"]["trunk"]`` of a VISSL checkpoint."""
-    # VISSL checkpoints pickle more than tensors (optimizer, loss and hook states).
-    node: Any = torch.load(path, map_location="cpu", weights_only=False)
-    for depth, key in enumerate(TRUNK_KEYS):
-        if not isinstance(node, Mapping) or key not in node:
-            location = "".join(f"[{k!r}]" for k in TRUNK_KEYS[: depth + 1])
-            raise CheckpointError(f"{path} has no checkpoint{location}: not a VISSL checkpoint with a trunk.")
-        node = node[key]
-    return _check_state_dict(node, path)
+    return read_vissl_model(path).trunk
 
 
 def read_weights_file(weights: str) -> StateDict:
     """A state dict in the release or torchvision layout from an http(s) URL (through torch.hub's
     download cache) or a local file, returned in torchvision's layout."""
     if weights.startswith(("http://", "https://")):
-        state = torch.hub.load_state_dict_from_url(weights, map_location="cpu", weights_only=True)
+        state = check_state_dict(
+            torch.hub.load_state_dict_from_url(weights, map_location="cpu", weights_only=True), weights
+        )
     else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and TRUNK_KEYS[0] in state:
-        raise CheckpointError(f"{weights} is a VISSL checkpoint, not a state dict: load it with from_checkpoint.")
-    return release_to_torchvision(_check_state_dict(state, weights))
-
-
-def _check_state_dict(state: Any, source: PathLike) -> StateDict:
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{source} holds a {type(state).__name__}, not a state dict (key -> tensor).")
-    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"{source} is not a state dict: {_listing(not_tensors)} are not tensors.")
-    return dict(state)
+        state = read_state_dict(weights)
+    return release_to_torchvision(state)
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: PathLike) -> None:
@@ -192,7 +104,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: Pa
     ]
     if missing or unexpected or wrong_shapes:
         problems = [
-            f"{label} {_listing(keys)}"
+            f"{label} {listing(keys)}"
             for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", wrong_shapes))
             if keys
         ]
@@ -201,12 +113,6 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: Pa
             "the resizer is avgpool.0.; only plain ResNets (width multiplier 1, one group, BatchNorm) convert."
         )
     model.load_state_dict(state, strict=True)
-
-
-def _listing(keys: Iterable[str], limit: int = 10) -> str:
-    keys = list(keys)
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def _shape(state: Mapping[str, torch.Tensor], key: str, source: PathLike) -> Tuple[int, ...]:

@@ -4,6 +4,7 @@ A wheel install ships the repo's ``configs/`` as ``vissl_issl/hydra_configs``; a
 (editable install) reads ``configs/`` beside the package. The package is located, not imported:
 Hydra loads search-path plugins in every Hydra app of the environment.
 """
+
 import importlib.util
 from pathlib import Path
 

@@ -33,10 +33,11 @@ never produces output from a damaged file. :func:`write_records` writes a tempor
 target's directory and ``os.replace``-s it over the target only once it is complete and synced: a
 failure at any point leaves the target as it was (absent, or the previous file) and no temporary.
 """
+
 import json
 import os
-import struct
 import secrets
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,10 +13,12 @@ themselves for a ``heads_on_crops_model`` with ``HEAD_CROPS`` (its heads run sid
 Everything runs in eval mode, fp32 (no autocast: the coder must see exactly the codes that the
 eval forward rounds), without gradients.
 """
-import functools
+
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from vissl_issl.plugin.heads.entropy_bottleneck import EntropyBottleneckHead
 
 import numpy as np
 import torch
@@ -25,26 +27,17 @@ from torch.utils.data import DataLoader, Dataset
 from vissl.config import AttrDict
 from vissl.models import build_model
 
+from vissl_issl.architectures.packed_outputs import split_bottleneck
+from vissl_issl.checkpoints import read_vissl_model
 from vissl_issl.evaluation.features import trunk_output
 
-BOTTLENECK_HEAD = "entropy_bottleneck"
-MODEL_KEYS = ("classy_state_dict", "base_model", "model")
 # CompressAI's coder tables, rebuilt by update(): EntropyBottleneck / GaussianConditional buffers.
 CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
-def bottleneck_class() -> type:
-    """The class registered as the ``entropy_bottleneck`` head."""
-    import vissl_issl.heads  # noqa: F401  (registration)
-    from vissl.models.heads import MODEL_HEADS_REGISTRY
-
-    return MODEL_HEADS_REGISTRY[BOTTLENECK_HEAD]
-
-
 def find_bottleneck(model: nn.Module) -> int:
     """Index in ``model.heads`` of the single ``entropy_bottleneck`` head."""
-    kind = bottleneck_class()
-    indices = [index for index, head in enumerate(model.heads) if isinstance(head, kind)]
+    indices = [index for index, head in enumerate(model.heads) if isinstance(head, EntropyBottleneckHead)]
     if len(indices) != 1:
         names = [type(head).__name__ for head in model.heads]
         raise ValueError(f"the model needs exactly one entropy_bottleneck head; its heads are {names}")
@@ -53,15 +46,6 @@ def find_bottleneck(model: nn.Module) -> int:
 
 def is_coder_buffer(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in CODER_BUFFERS
-
-
-def model_state(checkpoint: str) -> Mapping[str, Any]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # VISSL pickles more than tensors
-    try:
-        state = functools.reduce(lambda node, key: node[key], MODEL_KEYS, state)
-        return {"trunk": state["trunk"], "heads": state["heads"]}
-    except (KeyError, TypeError):
-        raise ValueError(f"{checkpoint}: no {'.'.join(MODEL_KEYS)}.{{trunk,heads}} (not a VISSL checkpoint?)")
 
 
 def load_heads(heads: nn.ModuleList, state: Mapping[str, torch.Tensor], checkpoint: str) -> None:
@@ -80,9 +64,9 @@ def load_model(checkpoint: str, config: AttrDict) -> nn.Module:
     """The pretraining model with the checkpoint's trunk and heads, in eval mode, coder updated."""
     torch.manual_seed(config.SEED_VALUE)
     model = build_model(config.MODEL, config.OPTIMIZER)
-    state = model_state(checkpoint)
-    model.trunk.load_state_dict(state["trunk"])
-    load_heads(model.heads, state["heads"], checkpoint)
+    state = read_vissl_model(checkpoint)
+    model.trunk.load_state_dict(state.trunk)
+    load_heads(model.heads, state.heads, checkpoint)
     model.eval()
     model.heads[find_bottleneck(model)].update()
     return model
@@ -126,8 +110,6 @@ def encode_dataset(
 ) -> Encoded:
     """Run ``model``'s trunk and bottleneck over ``dataset`` (items ``(image tensor, label)``):
     features, codes, eval-forward ``z_hat`` and estimated bits, and (``compress``) the records."""
-    from vissl_issl.heads.entropy_bottleneck import split_bottleneck
-
     index = find_bottleneck(model)
     head = model.heads[index]
     device = next(model.parameters()).device

@@ -5,6 +5,7 @@ pipeline*) into a ``(N, H, W, C)`` uint8 array; :class:`ArrayImages` serves such
 codec's decoded images) through the tensor-level transform (``ToTensor``, ``Normalize``), so the
 model sees decoded images exactly as it sees the originals.
 """
+
 from typing import Callable, Tuple
 
 import numpy as np

@@ -5,6 +5,7 @@ monotone in quality (probe noise, and a little compression can even help), so th
 assume any order: among all points whose accuracy reaches ``target - tolerance`` it returns the one
 with the fewest bits (the first in the given order on a tie), or None when no point reaches it.
 """
+
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
@@ -36,6 +37,5 @@ def describe_match(codec: str, match: Optional[RatePoint], target: float, best: 
     if best is None:
         return f"{codec}: no points"
     return (
-        f"{codec}: never reaches {target:.2f}% (best {best.accuracy:.2f}% at {best.bits:.1f} bits/image, "
-        f"{best.label})"
+        f"{codec}: never reaches {target:.2f}% (best {best.accuracy:.2f}% at {best.bits:.1f} bits/image, {best.label})"
     )

@@ -1,2 +1,3 @@
-"""Registered with VISSL on import."""
-from vissl_issl.data import canonical_collator, digits, stl10  # noqa: F401  (register "sklearn_digits", "stl10_unlabeled", "augmented_canonical_collator")
+"""Data in plain PyTorch/PIL (no VISSL import): the embedded digits, STL-10's unlabeled split and
+VIC's augmented/canonical collator, in the shapes VISSL's data sources and collators take;
+:mod:`vissl_issl.plugin.data` registers them with VISSL."""

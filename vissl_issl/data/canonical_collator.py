@@ -26,16 +26,15 @@ VISSL's ``construct_sample_for_model`` keeps ``data`` as the input and ``label``
 ``vic_loss`` receives the canonical images as its ``target`` with no hook. The dataset's own
 labels are dropped (pretraining has none to use).
 """
+
 from typing import Any, Dict, List
 
 import torch
-from vissl.data.collators import register_collator
 
 NAME = "augmented_canonical_collator"
 VIEWS = 2
 
 
-@register_collator(NAME)
 def augmented_canonical_collator(batch: List[Dict[str, Any]]) -> Dict[str, List[torch.Tensor]]:
     """See the module docstring."""
     for sample in batch:

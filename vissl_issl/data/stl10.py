@@ -13,12 +13,11 @@ Config::
     DATASET_NAMES: [stl10_unlabeled]
     DATA_PATHS: [<torchvision root>]
 """
-from typing import List, Tuple
+
+from typing import Any, List, Mapping, Tuple
 
 from PIL import Image
 from torchvision.datasets import STL10
-from vissl.config import AttrDict
-from vissl.data import DATA_SOURCES_WITH_SUBSET_SUPPORT, DATASET_SOURCE_MAP, VisslDatasetCatalog
 
 NAME = "stl10_unlabeled"
 TORCHVISION_SPLITS = {"TRAIN": "train+unlabeled", "TEST": "test"}
@@ -27,7 +26,7 @@ TORCHVISION_SPLITS = {"TRAIN": "train+unlabeled", "TEST": "test"}
 class STL10Unlabeled:
     """Built by ``GenericSSLDataset`` as ``STL10Unlabeled(cfg, path, split, dataset_name, data_source)``."""
 
-    def __init__(self, cfg: AttrDict, path: str, split: str, dataset_name: str, data_source: str):
+    def __init__(self, cfg: Mapping[str, Any], path: str, split: str, dataset_name: str, data_source: str):
         self.dataset = STL10(path, split=TORCHVISION_SPLITS[split.upper()])
 
     def num_samples(self) -> int:
@@ -41,15 +40,3 @@ class STL10Unlabeled:
 
     def get_labels(self) -> List[int]:
         return self.dataset.labels.tolist()
-
-
-def register() -> None:
-    DATASET_SOURCE_MAP[NAME] = STL10Unlabeled
-    DATA_SOURCES_WITH_SUBSET_SUPPORT.add(NAME)
-    # VISSL looks DATASET_NAMES up in its catalog whenever LABEL_PATHS is empty; the data comes
-    # from DATA_PATHS, so the entry only needs to exist (an empty label path passes no label file).
-    if not VisslDatasetCatalog.has_data(NAME):
-        VisslDatasetCatalog.register_data(NAME, {"train": ["", ""], "val": ["", ""]})
-
-
-register()

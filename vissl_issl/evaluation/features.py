@@ -16,6 +16,7 @@ relative rounding error is 2^-11 ~ 5e-4, far below the spread a linear probe or 
 resolve, and on CUDA the trunk already runs under float16 autocast. The one real risk is range
 (|x| > 65504 becomes inf), so extraction refuses features that do not fit.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -166,4 +167,3 @@ def cache_matches(directory: Path, split: str, producer: Producer) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return cached.features.shape == (content["count"], content["dim"])
-

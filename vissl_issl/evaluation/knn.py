@@ -11,6 +11,7 @@ top-k for k < K are their first k. Memory is bounded by chunks on both sides: th
 each chunk of train rows once, the inner loop scores every chunk of test rows against it and merges
 the chunk's best K into each test row's running best K (``(N_test, K)`` similarities and labels).
 """
+
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -68,8 +69,7 @@ def knn_accuracy(
         raise ValueError(f"k={max(ks)} exceeds the {len(train)} train features")
     if temperature <= 0 or train_chunk < 1 or test_chunk < 1:
         raise ValueError(
-            f"temperature, train_chunk and test_chunk must be positive; got {temperature}, {train_chunk}, "
-            f"{test_chunk}"
+            f"temperature, train_chunk and test_chunk must be positive; got {temperature}, {train_chunk}, {test_chunk}"
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     num_classes = check_labels(train, test)

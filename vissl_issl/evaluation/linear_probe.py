@@ -19,6 +19,7 @@ into chunks of ``chunk_rows``; a chunk is read in file order (sorted indices) an
 its shuffled order. A uniform shuffle matters: features of an ImageFolder are stored class by
 class, so chunks of contiguous rows would give batches that see ~50 of ImageNet's 1000 classes.
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, List, Sequence, Tuple

@@ -1,12 +1,11 @@
 """SimCLR's NT-Xent with separate teacher and student heads, for CISSL's head ablations."""
+
 import torch
-import torch.nn.functional as F
-from classy_vision.losses import register_loss
 
 from vissl_issl.losses.contrastive import ContrastiveISSLLoss
+from vissl_issl.maths.gathered_batch import info_nce
 
 
-@register_loss("asymmetric_simclr_loss")
 class AsymmetricSimCLRLoss(ContrastiveISSLLoss):
     r"""NT-Xent between student rows and gathered teacher columns; the positive is the other view.
 
@@ -29,6 +28,5 @@ class AsymmetricSimCLRLoss(ContrastiveISSLLoss):
 
     NAME = "asymmetric_simclr_loss"
 
-    def objective(self, logits: torch.Tensor, same_view: torch.Tensor, other_view: torch.Tensor) -> torch.Tensor:
-        logits = logits.scatter(1, same_view, float("-inf"))
-        return F.cross_entropy(logits, other_view.squeeze(1))
+    def objective(self, logits: torch.Tensor) -> torch.Tensor:
+        return info_nce(logits).mean()

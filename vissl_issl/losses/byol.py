@@ -3,19 +3,20 @@
 VISSL 0.1.6 has no BYOL (only the unmerged pull request #454). The online network is VISSL's
 standard model with two chained heads, projector then predictor; the target, an EMA copy of the
 trunk and projector, is owned by this loss and run and updated by
-:class:`vissl_issl.hooks.momentum_target.MomentumTargetHook` (added by the plugin's hook
+:class:`vissl_issl.plugin.hooks.momentum_target.MomentumTargetHook` (added by the plugin's hook
 generator for every :class:`BYOLLoss`).
 """
+
 import logging
-import pprint
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
-from classy_vision.losses import ClassyLoss, register_loss
 from torch import nn
 
-from vissl_issl.config import ConfigError, count_crops, head_output_dim, loss_block, loss_params, require
+from vissl_issl.config import ConfigError, count_crops, head_output_dim, require
+from vissl_issl.losses.base import MethodLoss
+from vissl_issl.maths.gathered_batch import other_view
 
 
 def normalized_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -23,13 +24,7 @@ def normalized_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> 
     return (F.normalize(prediction.float(), dim=1) - F.normalize(target.float(), dim=1)).pow(2).sum(dim=1)
 
 
-def other_view(rows: torch.Tensor) -> torch.Tensor:
-    """Row ``r`` of view-major ``(2B, ...)`` rows becomes the other view of the same image."""
-    return rows.roll(len(rows) // 2, dims=0)
-
-
-@register_loss("byol_loss")
-class BYOLLoss(ClassyLoss):
+class BYOLLoss(MethodLoss):
     r"""BYOL: each view's prediction regresses the other view's target projection.
 
     With online predictions ``q`` and target projections ``t`` (no gradient), both ``(2B, d)``
@@ -52,30 +47,29 @@ class BYOLLoss(ClassyLoss):
 
     NAME = "byol_loss"
     DEFAULTS: Dict[str, Any] = {"momentum": 0.996, "byol_loss_weight": 2.0}
-    INFERRED: Tuple[str, ...] = ()
+    HOOKS = ("momentum_target",)
 
     def __init__(self, momentum: float, byol_loss_weight: float):
         super().__init__()
-        key = f"config.LOSS.{self.NAME}"
         if not 0 <= momentum < 1:
-            raise ConfigError(f"{key}.momentum={momentum} must be in [0, 1)")
+            raise ConfigError(f"{self.key('momentum')}={momentum} must be in [0, 1)")
         if not byol_loss_weight > 0:
-            raise ConfigError(f"{key}.byol_loss_weight={byol_loss_weight} must be > 0")
+            raise ConfigError(f"{self.key('byol_loss_weight')}={byol_loss_weight} must be > 0")
         self.momentum, self.byol_loss_weight = momentum, byol_loss_weight
         self.target: Optional[nn.Module] = None
         self.target_embeddings: Optional[torch.Tensor] = None
         self._checkpointed_target: Optional[Dict[str, torch.Tensor]] = None
 
     @classmethod
-    def from_config(cls, loss_config: Mapping[str, Any]) -> "BYOLLoss":
-        return cls(**loss_params(loss_config, cls.NAME, cls.DEFAULTS, cls.INFERRED))
-
-    @classmethod
-    def infer_config(cls, config) -> None:
+    def infer(cls, config, block) -> None:
         """Two views in one tensor through VISSL's standard model with chained heads whose first
         (projector) and last (predictor) outputs have one size."""
-        loss_block(config, cls.NAME, cls.DEFAULTS)
-        require(count_crops(config.DATA.TRAIN.TRANSFORMS), 2, "the number of views made by config.DATA.TRAIN.TRANSFORMS", cls.NAME)
+        require(
+            count_crops(config.DATA.TRAIN.TRANSFORMS),
+            2,
+            "the number of views made by config.DATA.TRAIN.TRANSFORMS",
+            cls.NAME,
+        )
         require(config.DATA.TRAIN.COLLATE_FUNCTION, "simclr_collator", "config.DATA.TRAIN.COLLATE_FUNCTION", cls.NAME)
         require(config.MODEL.BASE_MODEL_NAME, "multi_input_output_model", "config.MODEL.BASE_MODEL_NAME", cls.NAME)
         heads = config.MODEL.HEAD.PARAMS
@@ -90,8 +84,6 @@ class BYOLLoss(ClassyLoss):
                 f"config.MODEL.HEAD.PARAMS: the projector (first head) outputs {projector} but the predictor "
                 f"(last head) outputs {predictor}; {cls.NAME} compares them"
             )
-        if config.DISTRIBUTED.NUM_NODES * config.DISTRIBUTED.NUM_PROC_PER_NODE > 1:
-            require(config.DATA.TRAIN.DROP_LAST, True, "config.DATA.TRAIN.DROP_LAST", f"{cls.NAME} on several processes")
 
     def attach_target(self, target: nn.Module) -> None:
         """Own the momentum target, restoring the checkpointed weights if this run resumed."""
@@ -125,6 +117,3 @@ class BYOLLoss(ClassyLoss):
 
     def forward(self, output: torch.Tensor, target: Any = None) -> torch.Tensor:
         return self.distortion(output).sum() / (len(output) // 2)
-
-    def __repr__(self) -> str:
-        return pprint.pformat({"name": self._get_name(), **{k: getattr(self, k) for k in self.DEFAULTS}}, indent=2)

@@ -1,20 +1,20 @@
 """C-BYOL: BYOL with a Conditional Entropy Bottleneck (Lee et al. 2021, "Compressive Visual
 Representations"; CVR ``add_byol_ceb_loss``)."""
+
 from typing import Any, Dict
 
 import torch
-from classy_vision.losses import register_loss
 from torch import nn
 
-from vissl_issl.config import ConfigError, fill_or_check, loss_block, require
-from vissl_issl.losses import von_mises_fisher
-from vissl_issl.losses.byol import BYOLLoss, other_view
+from vissl_issl.config import ConfigError, fill_or_check, require
+from vissl_issl.losses.byol import BYOLLoss
+from vissl_issl.maths import von_mises_fisher
+from vissl_issl.maths.gathered_batch import other_view
 
 NAME = "c_byol_loss"
 KEY = f"config.LOSS.{NAME}"
 
 
-@register_loss(NAME)
 class CBYOLLoss(BYOLLoss):
     r"""C-BYOL: BYOL's distortion plus beta times the residual information of the stochastic code.
 
@@ -55,13 +55,13 @@ class CBYOLLoss(BYOLLoss):
         self.backward_means: torch.Tensor = None
 
     @classmethod
-    def infer_config(cls, config) -> None:
-        super().infer_config(config)
+    def infer(cls, config, block) -> None:
+        super().infer(config, block)
         name, options = config.MODEL.HEAD.PARAMS[-1]
         require(name, "stochastic_predictor", "config.MODEL.HEAD.PARAMS[-1][0]", NAME)
         if "kappa_e" not in options:
             raise ConfigError(f"config.MODEL.HEAD.PARAMS[-1][1].kappa_e must be set: the {name} head samples with it")
-        fill_or_check(loss_block(config, NAME, cls.DEFAULTS), KEY, "kappa_e", float(options["kappa_e"]), "config.MODEL.HEAD.PARAMS[-1]")
+        fill_or_check(block, KEY, "kappa_e", float(options["kappa_e"]), "config.MODEL.HEAD.PARAMS[-1]")
 
     def set_targets(self, target_embeddings: torch.Tensor, online_model: nn.Module) -> None:
         super().set_targets(target_embeddings, online_model)

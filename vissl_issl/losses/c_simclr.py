@@ -22,28 +22,20 @@ Mapping to the authors' code: they minimise ``beta R - I`` per direction with th
 loss is exactly 2 x VISSL's ``simclr_info_nce_loss`` at temperature ``1 / kappa_b`` (§D.2). The
 ``log C_d`` normalisers cancel in the softmax; in ``R`` they only shift the value reported in nats.
 """
-import pprint
-from typing import Any, Dict, Mapping
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from classy_vision.generic.distributed_util import get_rank
-from classy_vision.losses import ClassyLoss, register_loss
-from vissl.utils.distributed_utils import gather_from_all
 
-from vissl_issl.config import ConfigError, count_crops, fill_or_check, head_output_dim, loss_block, loss_params, require
-from vissl_issl.losses import von_mises_fisher as vmf
+from vissl_issl.config import ConfigError, count_crops, fill_or_check, head_output_dim, require
+from vissl_issl.losses.base import MethodLoss
+from vissl_issl.maths import von_mises_fisher as vmf
+from vissl_issl.maths.distributed import gather_with_gradient
+from vissl_issl.maths.gathered_batch import info_nce, other_view
 
 NAME = "c_simclr_loss"
 KEY = f"config.LOSS.{NAME}"
-DEFAULTS: Dict[str, Any] = {
-    "kappa_e": 1024.0,  # CVR scripts/csimclr.sh
-    "kappa_b": 10.0,  # CVR scripts/csimclr.sh: temperature 1 / 10 = SimCLR's 0.1
-    "beta": 1.0,  # CVR scripts (the run.py flag default 0.0 turns compression off, §B.6)
-    "sampling": True,  # CVR run.py ceb_sampling
-    "embedding_dim": None,
-}
-INFERRED = ("embedding_dim",)
 
 
 def check_constants(kappa_e: float, kappa_b: float, beta: float) -> None:
@@ -52,16 +44,6 @@ def check_constants(kappa_e: float, kappa_b: float, beta: float) -> None:
             raise ConfigError(f"{KEY}.{name}={value} must be > 0 (a vMF concentration)")
     if not beta >= 0:
         raise ConfigError(f"{KEY}.beta={beta} must be >= 0 (the weight of the residual information)")
-
-
-def anchor_columns(num_rows: int, device: torch.device) -> Dict[str, torch.Tensor]:
-    """Gathered column of each anchor row's own embedding and of its positive, each ``(2B,)``.
-
-    Rank ``r``'s rows sit at columns ``r * 2B .. r * 2B + 2B``; row ``k``'s positive is the other
-    view of the same image, local row ``(k + B) mod 2B``."""
-    rows = torch.arange(num_rows, device=device)
-    offset = get_rank() * num_rows
-    return {"own": rows + offset, "positive": (rows + num_rows // 2) % num_rows + offset}
 
 
 def c_simclr_loss(
@@ -74,27 +56,21 @@ def c_simclr_loss(
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         means = F.normalize(embeddings.float(), dim=1)  # forward-encoder means: u for view 0, v for view 1
         half = len(means) // 2
-        backward_means = torch.cat([means[half:], means[:half]])  # the other view of each row's image
         z = vmf.sample(means, kappa_e) if sampling else means
-        residual = vmf.log_prob(z, means, kappa_e) - vmf.log_prob(z, backward_means, kappa_b)
+        residual = vmf.log_prob(z, means, kappa_e) - vmf.log_prob(z, other_view(means), kappa_b)
         # log vMF(z; w_c, kappa_b) up to the shared log C_d(kappa_b), which cancels in the softmax.
-        logits = kappa_b * z @ gather_from_all(means).t()
-        columns = anchor_columns(len(means), means.device)
-        # The anchor's own embedding is not a candidate: 2 B_g - 1 remain, as in SimCLR.
-        logits = logits.scatter(1, columns["own"].unsqueeze(1), float("-inf"))
-        cross_entropy = F.cross_entropy(logits, columns["positive"], reduction="none")
+        logits = kappa_b * z @ gather_with_gradient(means).t()
         # Sum over both directions, mean over the B images.
-        return (beta * residual + cross_entropy).sum() / half
+        return (beta * residual + info_nce(logits)).sum() / half
 
 
-@register_loss(NAME)
-class CSimCLRLoss(ClassyLoss):
+class CSimCLRLoss(MethodLoss):
     r"""C-SimCLR (contrastive CEB); see the module docstring for the equation.
 
     ``forward(output, target)``: ``output`` ``(2 * B, embedding_dim)``, the projection head's
     un-normalised output, view-major (the B images of view 0, then of view 1: VISSL's
     ``simclr_collator`` with VISSL's standard model); target ignored; returns a fp32 scalar.
-    Embeddings are gathered from every rank with VISSL's gradient-keeping gather, and each rank
+    Embeddings are gathered from every rank with a gradient-keeping gather, and each rank
     returns the mean over its own images, so DDP's gradient average equals the whole-batch loss
     when every rank has the same B (``DATA.TRAIN.DROP_LAST: True`` on several processes).
 
@@ -106,6 +82,16 @@ class CSimCLRLoss(ClassyLoss):
         embedding_dim (int): inferred from the last head's output size.
     """
 
+    NAME = NAME
+    DEFAULTS = {
+        "kappa_e": 1024.0,  # CVR scripts/csimclr.sh
+        "kappa_b": 10.0,  # CVR scripts/csimclr.sh: temperature 1 / 10 = SimCLR's 0.1
+        "beta": 1.0,  # CVR scripts (the run.py flag default 0.0 turns compression off, §B.6)
+        "sampling": True,  # CVR run.py ceb_sampling
+        "embedding_dim": None,
+    }
+    INFERRED = ("embedding_dim",)
+
     def __init__(self, kappa_e: float, kappa_b: float, beta: float, sampling: bool, embedding_dim: int):
         super().__init__()
         check_constants(kappa_e, kappa_b, beta)
@@ -113,22 +99,14 @@ class CSimCLRLoss(ClassyLoss):
         self.sampling, self.embedding_dim = bool(sampling), int(embedding_dim)
 
     @classmethod
-    def from_config(cls, loss_config: Mapping[str, Any]) -> "CSimCLRLoss":
-        return cls(**loss_params(loss_config, NAME, DEFAULTS, INFERRED))
-
-    @classmethod
-    def infer_config(cls, config) -> None:
-        """Check the data and model around the loss (2 views, ``simclr_collator``, equal per-rank
-        batches) and fill ``embedding_dim`` from the last head, in place."""
-        block = loss_block(config, NAME, DEFAULTS)
+    def infer(cls, config, block) -> None:
+        """2 views from ``simclr_collator``; ``embedding_dim`` from the last head."""
         check_constants(block.kappa_e, block.kappa_b, block.beta)
         views = count_crops(config.DATA.TRAIN.TRANSFORMS)
         require(views, 2, "the number of views made by config.DATA.TRAIN.TRANSFORMS", NAME)
         require(config.DATA.TRAIN.COLLATE_FUNCTION, "simclr_collator", "config.DATA.TRAIN.COLLATE_FUNCTION", NAME)
         last_head = head_output_dim(config.MODEL.HEAD.PARAMS[-1])
         fill_or_check(block, KEY, "embedding_dim", last_head, "config.MODEL.HEAD.PARAMS[-1]")
-        if config.DISTRIBUTED.NUM_NODES * config.DISTRIBUTED.NUM_PROC_PER_NODE > 1:
-            require(config.DATA.TRAIN.DROP_LAST, True, "config.DATA.TRAIN.DROP_LAST", f"{NAME} on several processes")
 
     def forward(self, output: torch.Tensor, target: Any = None) -> torch.Tensor:
         if output.ndim != 2 or len(output) % 2 or len(output) == 0 or output.shape[1] != self.embedding_dim:
@@ -137,6 +115,3 @@ class CSimCLRLoss(ClassyLoss):
                 f"(2 * B, {self.embedding_dim}), view-major, B > 0"
             )
         return c_simclr_loss(output, self.kappa_e, self.kappa_b, self.beta, self.sampling)
-
-    def __repr__(self) -> str:
-        return pprint.pformat({"name": self._get_name(), **{k: getattr(self, k) for k in DEFAULTS}}, indent=2)

@@ -1,11 +1,12 @@
 """CISSL: contrastive ISSL with a probe-matched student head (Dubois et al. 2022)."""
+
 from typing import Any, List
 
 import torch
-from classy_vision.losses import register_loss
 
 from vissl_issl.config import ConfigError, head_modules
 from vissl_issl.losses.contrastive import ContrastiveISSLLoss
+from vissl_issl.maths.gathered_batch import view_columns
 
 # With their FSDP variants: the same modules, sharded (VISSL's infer_fsdp renames a flat ``mlp``).
 LINEAR_HEADS = ("mlp", "jl_mlp", "mlp_fsdp", "jl_mlp_fsdp")
@@ -25,7 +26,6 @@ def check_linear_head(head_param: List[Any], key: str) -> None:
             )
 
 
-@register_loss("cissl_loss")
 class CISSLLoss(ContrastiveISSLLoss):
     r"""CISSL loss: the student predicts, over the whole global batch, both teacher views of its image.
 
@@ -51,10 +51,11 @@ class CISSLLoss(ContrastiveISSLLoss):
     NAME = "cissl_loss"
 
     @classmethod
-    def infer_config(cls, config) -> None:
-        super().infer_config(config)
+    def infer(cls, config, block) -> None:
+        super().infer(config, block)
         check_linear_head(config.MODEL.HEAD.PARAMS[1], "config.MODEL.HEAD.PARAMS[1]")
 
-    def objective(self, logits: torch.Tensor, same_view: torch.Tensor, other_view: torch.Tensor) -> torch.Tensor:
+    def objective(self, logits: torch.Tensor) -> torch.Tensor:
+        own, other = (column.unsqueeze(1) for column in view_columns(len(logits), logits.device))
         log_q = logits.log_softmax(dim=1)
-        return -(log_q.gather(1, same_view) + log_q.gather(1, other_view)).mean() / 2
+        return -(log_q.gather(1, own) + log_q.gather(1, other)).mean() / 2

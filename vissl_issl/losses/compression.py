@@ -14,54 +14,23 @@ Objective, in the PAPER's convention (``beta`` weighs the distortion), per rank:
   density detached) and does not depend on the data, so every rank adds the same value and DDP's
   average is that value's gradient.
 * ``w(t)``: the rate weight, annealed linearly from 1e-5 to 1 over the first 10% of the
-  iterations by :class:`vissl_issl.hooks.beta_annealing.RateWeightAnnealingHook`.
+  iterations by :class:`vissl_issl.plugin.hooks.rate_weight_annealing.RateWeightAnnealingHook`.
 
-Mapping to the authors' code (``LL:learnable_compressors.py``)::
-
-    L_LL = lambda * E[D] + beta_LL(t) * E[R_nats],   lambda = 1 / distortion.factor_beta,
-                                                     beta_LL = featurizer.loss.beta * rate.factor_beta
-
-Their ``beta_LL`` multiplies the rate and is, in their words, "actually 1/beta from the paper".
-Their rate is ``-sum log q`` in nats (logged divided by ln 2). With ``R_nats = ln 2 * R``::
-
-    L_LL / (beta_LL * ln 2) = (beta_LL(t) / beta_LL) * E[R] + lambda / (beta_LL * ln 2) * E[D]
-
-so ``w(t) = beta_LL(t) / beta_LL`` (their annealer, final value 1) and
-``beta = lambda / (beta_LL * ln 2)``. Same minimisers and, under Adam, nearly the same steps (the
-objective is rescaled by a constant, to which Adam is invariant but for its epsilon). Defaults:
-
-==============================  =========================  =============  ==============================
-loss                            lambda                     beta_LL        beta = lambda / (beta_LL ln 2)
-==============================  =========================  =============  ==============================
-``vic_loss``                    1 (``VIC.yaml``)           0.1            14.427
-``bince_loss``                  1 / 0.003 (``BINCE.yaml``) 0.1            4808.98
-``feature_compression_loss``    1 (``lossy_Z.yaml``)       0.05 (CLIP)    28.854
-==============================  =========================  =============  ==============================
-
-``beta_LL = 0.1`` is the value of the authors' shipped augmented-MNIST VIC/VAE runs
-(``LL:results/exp_augmnist_viz_VIC``); ``0.05`` that of their CLIP compressor (README, hub
-``b005``). ``lambda = 1 / 0.003`` for BINCE because InfoNCE is O(log B) nats while a
-reconstruction sums over pixels.
-
-Differences from the authors, on purpose: BINCE's negatives are the embeddings gathered from every
-rank (the authors' multi-GPU logits are wrong, §A.8); BINCE has no ``effective_batch_size``
-reweighting of the positive (their ``BINCE_basic``); one optimizer (VISSL's) trains the quantiles
-on the aux loss, with the model (the authors use a second Adam at lr 3e-4), so ``quantiles`` are
-kept out of weight decay and LARC/LARS are refused.
+``beta = lambda / (beta_LL ln 2)`` for the authors' ``lambda`` and code ``beta_LL`` (their rate in nats,
+weighted by "1/beta from the paper"): the derivation, the defaults' sources and the deliberate
+differences from the authors' code are in ``docs/compressors.md``.
 """
+
 import logging
 import math
-import pprint
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from classy_vision.losses import ClassyLoss, register_loss
 
-from vissl_issl.config import ConfigError, count_crops, fill_or_check, loss_block, loss_params, require
-from vissl_issl.heads.bince_projection import default_dims, split_projection
-from vissl_issl.heads.entropy_bottleneck import split_bottleneck
-from vissl_issl.heads.image_decoder import split_decoder
+from vissl_issl.architectures.packed_outputs import split_bottleneck, split_decoder, split_projection
+from vissl_issl.config import ConfigError, count_crops, fill_or_check, require
 from vissl_issl.losses import distortion
+from vissl_issl.losses.base import MethodLoss
 
 LN2 = math.log(2)
 
@@ -73,6 +42,7 @@ def paper_beta(authors_lambda: float, authors_beta: float) -> float:
 
 
 COMMON_DEFAULTS: Dict[str, Any] = {"rate_weight_start": 1e-5, "rate_anneal_fraction": 0.1}
+PROJECTION_HIDDEN_DIM = 128  # LL: FlattenMLP defaults, n_hid_layers=1, hid_dim=128
 BOTTLENECK = "entropy_bottleneck"
 QUANTILES = "quantiles"
 
@@ -80,6 +50,11 @@ QUANTILES = "quantiles"
 def min_temperature_clamp(logit_scale: torch.Tensor, max_scale: float = 100.0) -> torch.Tensor:
     """``tau = 1 / min(exp(logit_scale), max_scale)`` (CLIP; ``tau >= 1 / max_scale``)."""
     return 1 / torch.clamp(logit_scale.float().exp(), max=max_scale)
+
+
+def default_projection_dims(z_dim: int) -> List[int]:
+    """The authors' BINCE projector sizes: ``out_shape: 0.5`` of ``z_dim``, at least 10."""
+    return [int(z_dim), PROJECTION_HIDDEN_DIM, max(10, int(z_dim) // 2)]
 
 
 def head_chain(config, names: Sequence[str], loss: str) -> List[Dict[str, Any]]:
@@ -95,7 +70,9 @@ def head_chain(config, names: Sequence[str], loss: str) -> List[Dict[str, Any]]:
 def bottleneck_code_size(options: Mapping[str, Any], loss: str) -> Tuple[int, int]:
     dims = options.get("dims")
     if not dims or len(dims) != 2:
-        raise ConfigError(f"config.MODEL.HEAD.PARAMS[0] ({BOTTLENECK}) needs dims [in_dim, z_dim] for {loss}; got {dims}")
+        raise ConfigError(
+            f"config.MODEL.HEAD.PARAMS[0] ({BOTTLENECK}) needs dims [in_dim, z_dim] for {loss}; got {dims}"
+        )
     return int(dims[0]), int(dims[1])
 
 
@@ -126,7 +103,7 @@ def check_optimizer(config, loss: str) -> None:
         optimizer.non_regularized_parameters = excluded + [QUANTILES]
 
 
-class CompressionLoss(ClassyLoss):
+class CompressionLoss(MethodLoss):
     """Base of the compressors: ``beta``, the annealed ``rate_weight`` and the total above.
 
     Subclasses set ``NAME``, ``DEFAULTS`` (with ``beta``), ``INFERRED`` and ``HEADS``, and define
@@ -139,14 +116,12 @@ class CompressionLoss(ClassyLoss):
             linearly to 1 (0.1; in [0, 1]; 0 disables annealing).
     """
 
-    NAME: str
-    DEFAULTS: Dict[str, Any]
-    INFERRED: Tuple[str, ...] = ()
     HEADS: Tuple[str, ...]
+    HOOKS = ("rate_weight_annealing",)
 
     def __init__(self, beta: float, rate_weight_start: float, rate_anneal_fraction: float):
         super().__init__()
-        check_constants(f"config.LOSS.{self.NAME}", beta, rate_weight_start, rate_anneal_fraction)
+        check_constants(self.key(), beta, rate_weight_start, rate_anneal_fraction)
         self.beta = float(beta)
         self.rate_weight_start = float(rate_weight_start)
         self.rate_anneal_fraction = float(rate_anneal_fraction)
@@ -154,20 +129,13 @@ class CompressionLoss(ClassyLoss):
         self.last_terms: Dict[str, Any] = {}  # detached tensors of the last call, for logging
 
     @classmethod
-    def from_config(cls, loss_config: Mapping[str, Any]) -> "CompressionLoss":
-        return cls(**loss_params(loss_config, cls.NAME, cls.DEFAULTS, cls.INFERRED))
-
-    @classmethod
-    def infer_config(cls, config) -> None:
-        """Check the optimizer, data and heads around the loss and fill the inferred keys, in place."""
-        block = loss_block(config, cls.NAME, cls.DEFAULTS)
-        check_constants(f"config.LOSS.{cls.NAME}", block.beta, block.rate_weight_start, block.rate_anneal_fraction)
+    def infer(cls, config, block) -> None:
+        """Check the optimizer, data and heads around the loss and fill the inferred keys."""
+        check_constants(cls.key(), block.beta, block.rate_weight_start, block.rate_anneal_fraction)
         check_optimizer(config, cls.NAME)
         heads = head_chain(config, cls.HEADS, cls.NAME)
         cls.check_data(config)
         cls.fill_inferred(config, block, heads)
-        if config.DISTRIBUTED.NUM_NODES * config.DISTRIBUTED.NUM_PROC_PER_NODE > 1:
-            require(config.DATA.TRAIN.DROP_LAST, True, "config.DATA.TRAIN.DROP_LAST", f"{cls.NAME} on several processes")
 
     @classmethod
     def check_data(cls, config) -> None:
@@ -194,17 +162,12 @@ class CompressionLoss(ClassyLoss):
         }
         return total
 
-    def __repr__(self) -> str:
-        fields = {k: getattr(self, k) for k in self.DEFAULTS if hasattr(self, k)}
-        return pprint.pformat({"name": self._get_name(), **fields}, indent=2)
-
 
 # VIC -------------------------------------------------------------------------------------------
 
 LIKELIHOODS = {"gaussian": distortion.gaussian_reconstruction, "bernoulli": distortion.bernoulli_reconstruction}
 
 
-@register_loss("vic_loss")
 class VICLoss(CompressionLoss):
     r"""VIC: the code of the augmented image must reconstruct the canonical image.
 
@@ -224,7 +187,12 @@ class VICLoss(CompressionLoss):
     """
 
     NAME = "vic_loss"
-    DEFAULTS: Dict[str, Any] = {"beta": paper_beta(1.0, 0.1), "likelihood": None, "image_shape": None, **COMMON_DEFAULTS}
+    DEFAULTS: Dict[str, Any] = {
+        "beta": paper_beta(1.0, 0.1),
+        "likelihood": None,
+        "image_shape": None,
+        **COMMON_DEFAULTS,
+    }
     INFERRED = ("likelihood", "image_shape")
     HEADS = (BOTTLENECK, "image_decoder")
     COLLATOR = "augmented_canonical_collator"
@@ -232,9 +200,9 @@ class VICLoss(CompressionLoss):
     def __init__(self, beta, rate_weight_start, rate_anneal_fraction, likelihood: str, image_shape: Sequence[int]):
         super().__init__(beta, rate_weight_start, rate_anneal_fraction)
         if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"config.LOSS.{self.NAME}.likelihood={likelihood} must be one of {sorted(LIKELIHOODS)}")
+            raise ConfigError(f"{self.key('likelihood')}={likelihood} must be one of {sorted(LIKELIHOODS)}")
         if len(image_shape) != 3:
-            raise ConfigError(f"config.LOSS.{self.NAME}.image_shape={image_shape} must be [C, H, W]")
+            raise ConfigError(f"{self.key('image_shape')}={image_shape} must be [C, H, W]")
         self.likelihood, self.image_shape = likelihood, [int(s) for s in image_shape]
         self.checked_target_range = False
 
@@ -257,12 +225,14 @@ class VICLoss(CompressionLoss):
             )
         image_shape = decoder.get("image_shape")
         if not image_shape or len(image_shape) != 3:
-            raise ConfigError(f"config.MODEL.HEAD.PARAMS[1] (image_decoder) needs image_shape [C, H, W]; got {image_shape}")
-        fill_or_check(block, f"config.LOSS.{cls.NAME}", "image_shape", list(image_shape), "config.MODEL.HEAD.PARAMS[1] image_shape")
+            raise ConfigError(
+                f"config.MODEL.HEAD.PARAMS[1] (image_decoder) needs image_shape [C, H, W]; got {image_shape}"
+            )
+        fill_or_check(block, cls.key(), "image_shape", list(image_shape), "config.MODEL.HEAD.PARAMS[1] image_shape")
         if block.likelihood is None:
             block.likelihood = "bernoulli" if image_shape[0] == 1 else "gaussian"
         if block.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"config.LOSS.{cls.NAME}.likelihood={block.likelihood} must be one of {sorted(LIKELIHOODS)}")
+            raise ConfigError(f"{cls.key('likelihood')}={block.likelihood} must be one of {sorted(LIKELIHOODS)}")
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         decoded = split_decoder(output, self.image_shape)
@@ -282,7 +252,8 @@ class VICLoss(CompressionLoss):
         low, high = torch.aminmax(target.detach())
         if low < -1e-6 or high > 1 + 1e-6:
             raise ValueError(
-                f"{self.NAME} got canonical images in [{low.item():.3g}, {high.item():.3g}]; expected [0, 1]: normalise "
+                f"{self.NAME} got canonical images in [{low.item():.3g}, {high.item():.3g}]; expected [0, 1]: "
+                "normalise "
                 "only the augmented view (e.g. Normalize inside ImgPilMultiCropRandomApply with prob [1.0, 0.0])"
             )
         self.checked_target_range = True
@@ -291,7 +262,6 @@ class VICLoss(CompressionLoss):
 # BINCE -----------------------------------------------------------------------------------------
 
 
-@register_loss("bince_loss")
 class BINCELoss(CompressionLoss):
     r"""BINCE: InfoNCE between the projected codes of two augmentations, both compressed.
 
@@ -326,7 +296,7 @@ class BINCELoss(CompressionLoss):
     def __init__(self, beta, rate_weight_start, rate_anneal_fraction, temperature: Optional[float], embedding_dim: int):
         super().__init__(beta, rate_weight_start, rate_anneal_fraction)
         if temperature is not None and not temperature > 0:
-            raise ConfigError(f"config.LOSS.{self.NAME}.temperature={temperature} must be > 0 or null (learned)")
+            raise ConfigError(f"{self.key('temperature')}={temperature} must be > 0 or null (learned)")
         self.temperature = None if temperature is None else float(temperature)
         self.embedding_dim = int(embedding_dim)
 
@@ -341,14 +311,14 @@ class BINCELoss(CompressionLoss):
         _, z_dim = bottleneck_code_size(heads[0], cls.NAME)
         projection = heads[1]
         if projection.get("dims") is None:
-            projection["dims"] = default_dims(z_dim)
+            projection["dims"] = default_projection_dims(z_dim)
         dims = projection["dims"]
         if len(dims) != 3 or dims[0] != z_dim:
             raise ConfigError(
                 f"config.MODEL.HEAD.PARAMS[1] (bince_projection) dims={list(dims)} must be [z_dim, hidden, P] with "
                 f"z_dim={z_dim}, the bottleneck's code size (config.MODEL.HEAD.PARAMS[0] dims[-1])"
             )
-        fill_or_check(block, f"config.LOSS.{cls.NAME}", "embedding_dim", int(dims[-1]), "config.MODEL.HEAD.PARAMS[1] dims[-1]")
+        fill_or_check(block, cls.key(), "embedding_dim", int(dims[-1]), "config.MODEL.HEAD.PARAMS[1] dims[-1]")
 
     def current_temperature(self, logit_scale: torch.Tensor) -> torch.Tensor:
         if self.temperature is not None:
@@ -372,7 +342,6 @@ class BINCELoss(CompressionLoss):
 # the feature ("lossy_Z", CLIP) compressor ------------------------------------------------------
 
 
-@register_loss("feature_compression_loss")
 class FeatureCompressionLoss(CompressionLoss):
     r"""The authors' CLIP compressor with any frozen trunk: code the trunk's features so that
     they can be recovered in L1.
@@ -406,7 +375,9 @@ class FeatureCompressionLoss(CompressionLoss):
     def fill_inferred(cls, config, block, heads) -> None:
         bottleneck_code_size(heads[0], cls.NAME)
         evaluation = config.MODEL.FEATURE_EVAL_SETTINGS
-        if not (evaluation.EVAL_MODE_ON and evaluation.FREEZE_TRUNK_ONLY) and not config.MODEL.get("NON_TRAINABLE_PARAMS"):
+        if not (evaluation.EVAL_MODE_ON and evaluation.FREEZE_TRUNK_ONLY) and not config.MODEL.get(
+            "NON_TRAINABLE_PARAMS"
+        ):
             logging.warning(
                 f"{cls.NAME}: neither config.MODEL.FEATURE_EVAL_SETTINGS.FREEZE_TRUNK_ONLY nor "
                 "config.MODEL.NON_TRAINABLE_PARAMS freezes the trunk, so it trains too; the authors' compressor "

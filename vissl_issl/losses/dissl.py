@@ -1,35 +1,15 @@
 """DISSL: distillation ISSL (Dubois, Hashimoto, Ermon, Liang, NeurIPS 2022)."""
-import pprint
-from typing import Any, Dict, List, Mapping, Optional, Union
+
+from typing import Any, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from classy_vision.losses import ClassyLoss, register_loss
 
-from vissl_issl.config import (
-    ConfigError,
-    count_crops,
-    fill_or_check,
-    loss_block,
-    loss_params,
-    route_heads_to_crops,
-    teacher_student_dim,
-)
-from vissl_issl.losses.marginal import entropy, global_marginal
+from vissl_issl.config import ConfigError, count_crops, fill_or_check, route_heads_to_crops, teacher_student_dim
+from vissl_issl.losses.base import MethodLoss
+from vissl_issl.maths.marginal import entropy, global_marginal
 
-NAME = "dissl_loss"
-KEY = f"config.LOSS.{NAME}"
-DEFAULTS: Dict[str, Any] = {
-    "temperature_teacher": 0.5,
-    "temperature_student": 1.0,
-    "lambda_maximality": 2.3,
-    "beta_det_inv": 0.6,
-    "crops_for_teacher": [0, 1],
-    "warmup_beta_iters": None,
-    "num_crops": None,
-    "num_classes": None,
-}
-INFERRED = ("num_crops", "num_classes")
+KEY = "config.LOSS.dissl_loss"
 
 
 def check_crops_for_teacher(crops: Any, num_crops: int) -> None:
@@ -59,8 +39,7 @@ def cross_entropy_to_other_crops(
     return -(probs * others).sum(dim=-1).mean() / (log_probs.shape[0] - 1)
 
 
-@register_loss("dissl_loss")
-class DISSLLoss(ClassyLoss):
+class DISSLLoss(MethodLoss):
     r"""DISSL loss: distillation, maximality (marginal entropy) and invariance + determinism.
 
     With teacher crops ``a`` in ``crops_for_teacher`` and student crops ``b`` in ``range(num_crops)``::
@@ -74,12 +53,12 @@ class DISSLLoss(ClassyLoss):
 
     Every pair is averaged uniformly. Nothing is detached (the teacher gets gradients from all three
     terms) and there is no EMA. Logits are cast to fp32 before the temperature (AMP). The marginal is
-    over the batch of all ranks (:mod:`vissl_issl.losses.marginal`).
+    over the batch of all ranks (:mod:`vissl_issl.maths.marginal`).
 
     ``forward(output, target)``: ``output = [teacher_logits, student_logits]`` of shapes
     ``(len(crops_for_teacher) * B, num_classes)`` and ``(num_crops * B, num_classes)``, crop-major
     (all images of one crop, then the next) with teacher rows in ``crops_for_teacher`` order
-    (:class:`vissl_issl.models.heads_on_crops.HeadsOnCropsModel` with
+    (:class:`vissl_issl.plugin.heads_on_crops.HeadsOnCropsModel` with
     ``MODEL.HEAD_CROPS: [crops_for_teacher, null]``). ``target`` is ignored. Returns a fp32 scalar.
 
     Names in the authors' code: ``lambda_maximality`` / ``beta_det_inv`` are ISSL's and the VISSL
@@ -97,6 +76,21 @@ class DISSLLoss(ClassyLoss):
         num_crops (int): crops per image; inferred from ``DATA.TRAIN.TRANSFORMS``.
         num_classes (int): C; inferred from the heads in ``MODEL.HEAD.PARAMS``.
     """
+
+    NAME = "dissl_loss"
+    DEFAULTS = {
+        "temperature_teacher": 0.5,
+        "temperature_student": 1.0,
+        "lambda_maximality": 2.3,
+        "beta_det_inv": 0.6,
+        "crops_for_teacher": [0, 1],
+        "warmup_beta_iters": None,
+        "num_crops": None,
+        "num_classes": None,
+    }
+    INFERRED = ("num_crops", "num_classes")
+    # The marginal is a global statistic (sums and counts), exact for uneven per-rank batches.
+    EQUAL_BATCHES = False
 
     def __init__(
         self,
@@ -128,21 +122,14 @@ class DISSLLoss(ClassyLoss):
         self.register_buffer("teacher_crop_index", index, persistent=False)
 
     @classmethod
-    def from_config(cls, loss_config: Mapping[str, Any]) -> "DISSLLoss":
-        return cls(**loss_params(loss_config, NAME, DEFAULTS, INFERRED))
-
-    @classmethod
-    def infer_config(cls, config) -> None:
-        """Fill ``num_crops``/``num_classes`` (and defaults) of ``config.LOSS.dissl_loss`` and
-        ``config.MODEL.HEAD_CROPS`` from the rest of ``config``, in place; raise ConfigError naming
-        the key on anything inconsistent."""
-        block = loss_block(config, NAME, DEFAULTS)
+    def infer(cls, config, block) -> None:
+        """Fill ``num_crops``/``num_classes`` from the transforms and heads, and ``MODEL.HEAD_CROPS``."""
         num_crops = count_crops(config.DATA.TRAIN.TRANSFORMS)
         fill_or_check(block, KEY, "num_crops", num_crops, "config.DATA.TRAIN.TRANSFORMS")
         check_crops_for_teacher(block.crops_for_teacher, block.num_crops)
-        num_classes = teacher_student_dim(config.MODEL.HEAD.PARAMS, NAME)
+        num_classes = teacher_student_dim(config.MODEL.HEAD.PARAMS, cls.NAME)
         fill_or_check(block, KEY, "num_classes", num_classes, "config.MODEL.HEAD.PARAMS")
-        route_heads_to_crops(config, [list(block.crops_for_teacher), None], NAME)
+        route_heads_to_crops(config, [list(block.crops_for_teacher), None], cls.NAME)
 
     def current_beta(self) -> Union[float, torch.Tensor]:
         """beta_det_inv after ``num_iteration`` training forwards, with the optional warm-up (a
@@ -155,11 +142,7 @@ class DISSLLoss(ClassyLoss):
     def check_shapes(self, teacher: torch.Tensor, student: torch.Tensor) -> None:
         n_t, n_s, classes = len(self.crops_for_teacher), self.num_crops, self.num_classes
         batch = student.shape[0] // n_s if student.ndim == 2 else -1
-        if (
-            student.shape != (n_s * batch, classes)
-            or teacher.shape != (n_t * batch, classes)
-            or batch == 0
-        ):
+        if student.shape != (n_s * batch, classes) or teacher.shape != (n_t * batch, classes) or batch == 0:
             raise ValueError(
                 f"dissl_loss got teacher logits of shape {tuple(teacher.shape)} and student logits "
                 f"of shape {tuple(student.shape)}; expected (len(crops_for_teacher) * B, num_classes)"
@@ -187,7 +170,3 @@ class DISSLLoss(ClassyLoss):
         if self.training:
             self.num_iteration += 1
         return distillation - self.lambda_maximality * maximality + beta * det_inv
-
-    def __repr__(self) -> str:
-        params = {k: getattr(self, k) for k in DEFAULTS}
-        return pprint.pformat({"name": self._get_name(), **params}, indent=2)

@@ -28,10 +28,11 @@ objective (``vissl_issl.losses.compression``) averages them over rows.
 
       D_n = ||z_hat_n - z_n||_1 = sum_d |z_hat_nd - z_nd|
 """
+
 import torch
 import torch.nn.functional as F
-from classy_vision.generic.distributed_util import get_rank
-from vissl.utils.distributed_utils import gather_from_all
+
+from vissl_issl.maths import gathered_batch
 
 
 def _fp32(*tensors: torch.Tensor):
@@ -73,25 +74,11 @@ def feature_l1(z_hat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def info_nce(embeddings: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """InfoNCE per anchor on this rank's ``(2B, P)`` un-normalised embeddings, view-major (the B
-    images of view 0, then of view 1), against every rank's: ``(2B,)`` nats.
+    """InfoNCE per anchor on this rank's ``(2B, P)`` un-normalised embeddings, view-major, against
+    every rank's (:func:`vissl_issl.maths.gathered_batch.info_nce`): ``(2B,)`` nats.
 
     ``temperature`` is a positive scalar tensor (it may carry a gradient, for a learned one).
-    Rank ``r``'s rows sit at gathered columns ``r * 2B .. (r + 1) * 2B``; row ``k``'s positive is
-    the other view of its image, local row ``(k + B) mod 2B``; its own column is excluded.
-    Gathering keeps the gradient (VISSL's ``gather_from_all``), so with equal per-rank batches the
-    DDP average of the per-rank means is the whole-batch mean.
     """
-    if embeddings.ndim != 2 or len(embeddings) % 2 or len(embeddings) == 0:
-        raise ValueError(
-            f"info_nce got embeddings of shape {tuple(embeddings.shape)}; expected (2 * B, P), view-major, B > 0"
-        )
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        normalized = F.normalize(embeddings.float(), dim=1)
-        logits = normalized @ gather_from_all(normalized).t() / temperature.float()
-        rows = torch.arange(len(normalized), device=normalized.device)
-        offset = get_rank() * len(normalized)
-        own = rows + offset
-        positive = (rows + len(normalized) // 2) % len(normalized) + offset
-        logits = logits.scatter(1, own.unsqueeze(1), float("-inf"))
-        return F.cross_entropy(logits, positive, reduction="none")
+    gathered_batch.check_view_major(embeddings, "info_nce")
+    logits = gathered_batch.similarity_logits(embeddings, embeddings, temperature.float())
+    return gathered_batch.info_nce(logits)

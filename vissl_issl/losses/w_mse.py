@@ -1,35 +1,17 @@
 """W-MSE: whitening-based self-supervision (Ermolov, Siarohin, Sangineto, Sebe, ICML 2021)."""
+
 import itertools
-import pprint
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from classy_vision.losses import ClassyLoss, register_loss
 
-from vissl_issl.config import (
-    ConfigError,
-    count_crops,
-    fill_or_check,
-    head_modules,
-    head_output_dim,
-    loss_block,
-    loss_params,
-    require,
-)
-from vissl_issl.losses.whitening import whiten
+from vissl_issl.config import ConfigError, count_crops, fill_or_check, head_modules, head_output_dim, require
+from vissl_issl.losses.base import MethodLoss
+from vissl_issl.maths.whitening import whiten
 
 NAME = "w_mse_loss"
 KEY = f"config.LOSS.{NAME}"
-DEFAULTS: Dict[str, Any] = {
-    "w_size": 128,
-    "w_iter": 1,
-    "w_eps": 0.0,
-    "normalize": True,
-    "num_samples": None,
-    "embedding_dim": None,
-}
-INFERRED = ("num_samples", "embedding_dim")
 
 
 def check_group_size(w_size: int, embedding_dim: int, w_eps: float) -> None:
@@ -48,13 +30,12 @@ def view_distance(a: torch.Tensor, b: torch.Tensor, normalize: bool) -> torch.Te
     return F.mse_loss(a, b)
 
 
-@register_loss(NAME)
-class WMSELoss(ClassyLoss):
+class WMSELoss(MethodLoss):
     r"""W-MSE: whiten each view's embeddings per random sub-batch, then pull the views together.
 
     With ``num_samples`` views of ``B`` images, for each of ``w_iter`` random partitions of the
     images into groups of ``w_size``, every view's embeddings are whitened per group
-    (:func:`vissl_issl.losses.whitening.whiten`; the same partition for every view) and::
+    (:func:`vissl_issl.maths.whitening.whiten`; the same partition for every view) and::
 
         L = mean_{iterations} mean_{views k < l} mean_n d(z^k_n, z^l_n)
         d(a, b) = 2 - 2 cos(a, b)  (normalize)   or   ||a - b||^2 / embedding_dim  (not normalize)
@@ -76,6 +57,19 @@ class WMSELoss(ClassyLoss):
         embedding_dim (int): inferred from the head's output size.
     """
 
+    NAME = NAME
+    DEFAULTS = {
+        "w_size": 128,
+        "w_iter": 1,
+        "w_eps": 0.0,
+        "normalize": True,
+        "num_samples": None,
+        "embedding_dim": None,
+    }
+    INFERRED = ("num_samples", "embedding_dim")
+    # Each rank whitens its own batch: DROP_LAST is required on any number of processes (infer).
+    EQUAL_BATCHES = False
+
     def __init__(self, w_size: int, w_iter: int, w_eps: float, normalize: bool, num_samples: int, embedding_dim: int):
         super().__init__()
         check_group_size(w_size, embedding_dim, w_eps)
@@ -87,14 +81,11 @@ class WMSELoss(ClassyLoss):
         self.num_samples, self.embedding_dim = num_samples, embedding_dim
 
     @classmethod
-    def from_config(cls, loss_config: Mapping[str, Any]) -> "WMSELoss":
-        return cls(**loss_params(loss_config, NAME, DEFAULTS, INFERRED))
-
-    @classmethod
-    def infer_config(cls, config) -> None:
+    def infer(cls, config, block) -> None:
         """Fill ``num_samples``/``embedding_dim`` and check that every local batch splits into groups."""
-        block = loss_block(config, NAME, DEFAULTS)
-        fill_or_check(block, KEY, "num_samples", count_crops(config.DATA.TRAIN.TRANSFORMS), "config.DATA.TRAIN.TRANSFORMS")
+        fill_or_check(
+            block, KEY, "num_samples", count_crops(config.DATA.TRAIN.TRANSFORMS), "config.DATA.TRAIN.TRANSFORMS"
+        )
         heads = config.MODEL.HEAD.PARAMS
         head = heads if isinstance(heads[0][0], str) else heads[-1]
         fill_or_check(block, KEY, "embedding_dim", head_output_dim(head_modules(head)), "config.MODEL.HEAD.PARAMS")
@@ -123,9 +114,6 @@ class WMSELoss(ClassyLoss):
             groups = torch.randperm(batch, device=output.device).view(-1, self.w_size)
             grouped = views[:, groups]  # (num_samples, G, w_size, dim)
             white = whiten(grouped.flatten(0, 1), self.w_eps).view(grouped.shape)
-            for k, l in pairs:
-                total = total + view_distance(white[k], white[l], self.normalize)
+            for first, second in pairs:
+                total = total + view_distance(white[first], white[second], self.normalize)
         return total / (self.w_iter * len(pairs))
-
-    def __repr__(self) -> str:
-        return pprint.pformat({"name": self._get_name(), **{k: getattr(self, k) for k in DEFAULTS}}, indent=2)

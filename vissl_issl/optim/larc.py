@@ -13,6 +13,7 @@ every param group is treated the same way, biases and BatchNorm included.
 Unlike apex, the norms come from one fused ``_foreach_norm`` per group and the zero-norm test is
 a tensor ``where``: no host synchronisation per parameter.
 """
+
 from typing import Callable, Optional
 
 import torch

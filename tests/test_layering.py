@@ -1,0 +1,121 @@
+"""The package's layering (docs/architecture.md): which folder may import which, and a core that
+runs with VISSL and classy_vision not importable."""
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Iterator, Set, Tuple
+
+import pytest
+
+from conftest import REPO
+
+PACKAGE = REPO / "vissl_issl"
+CORE = {"maths", "architectures", "config", "schedules", "optim", "data", "checkpoints", "losses", "hub", "methods"}
+# What each unit (a sub-package or top-level module of vissl_issl) may import from vissl_issl.
+ALLOWED: Dict[str, Set[str]] = {
+    "maths": set(),
+    "architectures": set(),
+    "config": set(),
+    "schedules": {"config"},
+    "optim": set(),
+    "data": set(),
+    "checkpoints": set(),
+    "losses": {"maths", "architectures", "config"},
+    "hub": {"architectures", "checkpoints"},
+    "methods": {"losses"},
+    "compat": {"optim"},
+    "plugin": {"maths", "architectures", "config", "schedules", "optim", "data", "checkpoints", "losses", "compat"},
+    "evaluation": {"checkpoints", "data", "plugin"},
+    "compression": {"maths", "architectures", "checkpoints", "evaluation", "plugin"},
+}
+VISSL_PACKAGES = ("vissl", "classy_vision", "fairscale")
+
+
+def unit(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def imports(path: Path) -> Iterator[Tuple[str, int]]:
+    """Absolute module names imported anywhere in ``path`` (top level or inside functions)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            yield from ((name, node.lineno) for name in names)
+
+
+def modules():
+    return sorted(path for path in PACKAGE.rglob("*.py") if unit(path) != "__init__")
+
+
+def test_every_unit_has_a_rule():
+    assert {unit(path) for path in modules()} <= set(ALLOWED)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_imports_run_one_way(path):
+    own = unit(path)
+    wrong = []
+    for name, line in imports(path):
+        parts = name.split(".")
+        if parts[0] == "vissl_issl" and len(parts) > 1 and parts[1] != own and parts[1] not in ALLOWED[own]:
+            wrong.append(f"line {line}: {name}")
+        if own in CORE and parts[0] in VISSL_PACKAGES:
+            wrong.append(f"line {line}: {name} (the core imports no VISSL)")
+    assert not wrong, f"{path.relative_to(REPO)} ({own}) may import {sorted(ALLOWED[own])} only: {wrong}"
+
+
+@pytest.mark.slow
+def test_the_core_trains_with_vissl_and_classy_vision_blocked():
+    """Every core module imports, and every loss builds from keyword arguments and back-propagates,
+    in a process where importing VISSL or classy_vision raises."""
+    core_modules = [
+        ".".join(("vissl_issl", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        for path in modules()
+        if unit(path) in CORE
+    ]
+    script = textwrap.dedent(
+        f"""
+        import importlib, sys
+        for blocked in {VISSL_PACKAGES!r}:
+            sys.modules[blocked] = None
+        for name in {core_modules!r}:
+            importlib.import_module(name)
+        import torch
+        from vissl_issl.architectures.resnet import ResNetArch, build_resnet
+        from vissl_issl.losses import LOSSES, CISSLLoss, CSimCLRLoss, DISSLLoss, WMSELoss
+
+        inferred = {{"num_crops": 2, "num_classes": 10, "embedding_dim": 10, "num_samples": 2, "kappa_e": 16384.0,
+                    "likelihood": "gaussian", "image_shape": [3, 16, 16]}}
+        for cls in LOSSES:  # every loss builds from keyword arguments
+            cls(**{{name: inferred.get(name, value) for name, value in cls.DEFAULTS.items()}})
+
+        torch.manual_seed(0)
+        trunk = build_resnet(ResNetArch(18, small_image_stem=True))
+        teacher, student = torch.nn.Linear(512, 10), torch.nn.Linear(512, 10)
+        images = torch.rand(2 * 4, 3, 16, 16)
+        features = trunk(images)
+        for loss in (
+            DISSLLoss(num_crops=2, num_classes=10, crops_for_teacher=[0, 1], temperature_teacher=0.5,
+                      temperature_student=1.0, lambda_maximality=2.3, beta_det_inv=0.6, warmup_beta_iters=None),
+            CISSLLoss(temperature=0.1),
+            CSimCLRLoss(kappa_e=1024.0, kappa_b=10.0, beta=1.0, sampling=True, embedding_dim=10),
+            WMSELoss(w_size=4, w_iter=1, w_eps=0.1, normalize=True, num_samples=2, embedding_dim=10),
+        ):
+            outputs = [teacher(features), student(features)]
+            value = loss(outputs if isinstance(loss, (DISSLLoss, CISSLLoss)) else outputs[1])
+            value.backward(retain_graph=True)
+            assert torch.isfinite(value), value
+        assert trunk.conv1.weight.grad.abs().sum() > 0
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {VISSL_PACKAGES!r} and sys.modules[m])
+        print("loaded:", loaded)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "loaded: []"

@@ -1,0 +1,259 @@
+"""Linear probe and k-NN of a plugin checkpoint's frozen trunk, on cached features.
+
+    python tools/probe.py --checkpoint <checkpoint.torch | random> --data <spec> [--features-dir DIR]
+                          [--config NAME] [config.X=Y ...] [--epochs N] [--batchnorm] ...
+
+1. Builds the trunk as pretraining did: ``vissl.models.build_model(config.MODEL, config.OPTIMIZER).trunk``
+   with ``config`` read from the ``train_config.yaml`` VISSL saved next to the checkpoint, or composed
+   from ``--config NAME`` and ``config.X=Y`` overrides; loads the checkpoint's
+   ``classy_state_dict.base_model.model.trunk``. ``--checkpoint random`` keeps the trunk at its
+   random initialisation (seeded with the config's ``SEED_VALUE``) as a baseline; without
+   ``--config`` it is the digits recipe's trunk (``pretrain/dissl/dissl_resnet18_digits``).
+2. Extracts the trunk's features of the train and test splits once (float16 memmaps in the
+   features dir, reused while the checkpoint, config, data and transform are unchanged).
+3. Trains the authors' linear probe (SGD, cosine, lr x wd grid selected on 10% of train, then
+   retrained on all of train) and runs cosine k-NN; prints top-1/top-5 on the test split and
+   writes ``results.json`` in the features dir.
+
+Data specs (test split in brackets), all read without downloading:
+
+- ``digits``: the embedded scikit-learn digits at 16 px (TRAIN 1437 [TEST 360]);
+- ``folder:<root>``: torchvision ``ImageFolder`` of ``<root>/train`` [``<root>/val``], Resize 256 ->
+  CenterCrop 224 unless ``--resize/--crop`` say otherwise;
+- ``cifar10:<root>``, ``cifar100:<root>``, ``stl10:<root>``: torchvision's datasets in ``<root>``
+  (train [test]) at their native size unless ``--resize/--crop`` are given.
+
+Images are normalised with the ``Normalize`` of the pretraining config's TRAIN transforms, i.e.
+what the trunk was trained on; a config without one gets the spec's usual statistics (digits
+0.5/0.5, otherwise ImageNet's).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import vissl_issl.plugin  # noqa: F401  (registers the plugin's trunks and the digits source)
+from vissl_issl.plugin.launcher import compose
+
+import torch
+import torch.nn as nn
+import torchvision
+import torchvision.transforms as T
+from omegaconf import OmegaConf
+from torch.utils.data import Dataset
+from vissl.config import AttrDict
+from vissl.models import build_model
+
+from vissl_issl.checkpoints import CheckpointError, read_vissl_model
+from vissl_issl.data.digits import DigitsDataset
+from vissl_issl.evaluation.features import Producer, cache_matches, extract_features, load_features
+from vissl_issl.evaluation.knn import DEFAULT_KS, DEFAULT_TEMPERATURE, knn_accuracy
+from vissl_issl.evaluation.linear_probe import AUTHORS_LRS, AUTHORS_WDS, ProbeConfig, linear_probe
+
+RANDOM = "random"
+RANDOM_DEFAULT_CONFIG = "pretrain/dissl/dissl_resnet18_digits"
+SPLITS = ("train", "test")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+DIGITS_MEAN, DIGITS_STD = [0.5] * 3, [0.5] * 3
+TORCHVISION_SETS = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
+DATA_KINDS = ("digits", "folder", "cifar10", "cifar100", "stl10")
+
+
+class DigitsSplit(Dataset):
+    """A digits split as ``(transformed image, label)`` items."""
+
+    def __init__(self, split: str, transform: T.Compose):
+        self.digits = DigitsDataset(AttrDict({"DATA": {split.upper(): {}}}), "", split, "", "")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        image, _ = self.digits[index]
+        return self.transform(image), int(self.digits.labels[index])
+
+
+def parse_data(spec: str) -> Tuple[str, Optional[Path]]:
+    """``(kind, root)`` of a ``--data`` spec; root is None for digits."""
+    kind, _, root = spec.partition(":")
+    if kind not in DATA_KINDS or (kind == "digits") != (root == ""):
+        expected = ", ".join(["digits", *(f"{other}:<root>" for other in DATA_KINDS[1:])])
+        raise SystemExit(f"--data {spec!r}: expected one of {expected}")
+    return kind, (Path(root).resolve() if root else None)
+
+
+def datasets(kind: str, root: Optional[Path], transform: T.Compose) -> Dict[str, Dataset]:
+    """The train and test splits of the spec, read from disk without downloading."""
+    if kind == "digits":
+        return {split: DigitsSplit(split, transform) for split in SPLITS}
+    if kind == "folder":
+        folders = {"train": root / "train", "test": root / "val"}
+        for folder in folders.values():
+            if not folder.is_dir():
+                raise SystemExit(f"--data folder:{root}: {folder} is not a directory (needs <root>/train, <root>/val)")
+        return {split: torchvision.datasets.ImageFolder(str(path), transform) for split, path in folders.items()}
+    try:
+        if kind == "stl10":
+            return {split: torchvision.datasets.STL10(str(root), split, transform=transform) for split in SPLITS}
+        builder = TORCHVISION_SETS[kind]
+        return {split: builder(str(root), split == "train", transform) for split in SPLITS}
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+        raise SystemExit(f"--data {kind}:{root}: torchvision cannot read {kind} there ({error}); nothing is downloaded")
+
+
+def pretraining_normalization(config: AttrDict, kind: str) -> Tuple[List[float], List[float]]:
+    """Mean and std of the config's TRAIN ``Normalize`` transform, else the spec's usual ones."""
+    for transform in config.DATA.TRAIN.TRANSFORMS:
+        if transform["name"] == "Normalize":
+            return list(transform["mean"]), list(transform["std"])
+    return (DIGITS_MEAN, DIGITS_STD) if kind == "digits" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def image_transform(kind: str, config: AttrDict, resize: Optional[int], crop: Optional[int]) -> T.Compose:
+    if kind == "folder":
+        resize, crop = resize or 256, crop or 224
+    steps = [T.Resize(resize)] if resize else []
+    steps += [T.CenterCrop(crop)] if crop else []
+    mean, std = pretraining_normalization(config, kind)
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def load_config(checkpoint: str, name: Optional[str], overrides: List[str]) -> Tuple[AttrDict, Producer]:
+    """The pretraining config and a description of where it came from."""
+    if name is None and checkpoint == RANDOM:
+        name = RANDOM_DEFAULT_CONFIG
+    if name is not None:
+        return compose([f"config={name}", *overrides])[1], {"name": name, "overrides": overrides}
+    if overrides:
+        raise SystemExit(f"config overrides {overrides} need --config (a checkpoint's train_config.yaml is used as is)")
+    path = Path(checkpoint).resolve().parent / "train_config.yaml"
+    if not path.is_file():
+        raise SystemExit(f"--checkpoint {checkpoint}: no {path} next to it; pass --config <hydra config name>")
+    config = AttrDict(OmegaConf.to_container(OmegaConf.load(path)))  # OmegaConf reads 1e-5 as a float
+    return config, {"file": str(path), "mtime_ns": path.stat().st_mtime_ns}
+
+
+def checkpoint_identity(checkpoint: str, config: AttrDict) -> Producer:
+    if checkpoint == RANDOM:
+        return {"checkpoint": RANDOM, "seed": config.SEED_VALUE}
+    path = Path(checkpoint).resolve()  # checkpoint.torch is a symlink to the latest phase
+    if not path.is_file():
+        raise SystemExit(f"--checkpoint {checkpoint}: no such file")
+    stat = path.stat()
+    return {"checkpoint": str(path), "mtime_ns": stat.st_mtime_ns, "bytes": stat.st_size}
+
+
+def build_trunk(checkpoint: str, config: AttrDict) -> nn.Module:
+    torch.manual_seed(config.SEED_VALUE)
+    trunk = build_model(config.MODEL, config.OPTIMIZER).trunk
+    if checkpoint != RANDOM:
+        try:
+            state = read_vissl_model(checkpoint).trunk
+        except CheckpointError as error:
+            raise SystemExit(f"--checkpoint: {error}")
+        trunk.load_state_dict(state)
+    return trunk
+
+
+def default_features_dir(checkpoint: str, data: str) -> Path:
+    slug = data.replace(":", "_").replace("/", "_").strip("_")
+    if checkpoint == RANDOM:
+        return Path(f"probe_random_{slug}")
+    path = Path(checkpoint)
+    return path.parent / f"probe_{path.stem}_{slug}"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a VISSL checkpoint (.torch) or 'random'")
+    parser.add_argument(
+        "--data", required=True, help="digits | folder:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT"
+    )
+    parser.add_argument("--features-dir", type=Path, help="default: probe_<checkpoint>_<data> beside the checkpoint")
+    parser.add_argument("--config", help="hydra config name, instead of the checkpoint's train_config.yaml")
+    parser.add_argument("overrides", nargs="*", help="config.X=Y overrides of --config")
+    parser.add_argument("--resize", type=int, help="Resize before CenterCrop (folder: 256)")
+    parser.add_argument("--crop", type=int, help="CenterCrop size (folder: 224)")
+    parser.add_argument("--extract-batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="data loader processes")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=2048, help="probe batch; lr is scaled by batch / 256")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(AUTHORS_LRS))
+    parser.add_argument("--wds", type=float, nargs="+", default=list(AUTHORS_WDS))
+    parser.add_argument("--batchnorm", action="store_true", help="BatchNorm1d(affine=False) before the linear map")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="part of train held out to select lr x wd")
+    parser.add_argument("--seed", type=int, default=0, help="the held-out split, probe init and shuffling")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS))
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="feature rows held in memory at once")
+    return parser.parse_intermixed_args(argv)  # config.X=Y may sit between options
+
+
+def cached_splits(args: argparse.Namespace, features_dir: Path) -> Dict[str, Any]:
+    """Train and test features, extracted only where the cache is missing or stale."""
+    kind, root = parse_data(args.data)
+    config, config_source = load_config(args.checkpoint, args.config, args.overrides)
+    transform = image_transform(kind, config, args.resize, args.crop)
+    trunk_identity = {**checkpoint_identity(args.checkpoint, config), "config": config_source}
+    data_identity = {"data": args.data, "root": None if root is None else str(root), "transform": repr(transform)}
+    producers = {split: {"trunk": trunk_identity, **data_identity, "split": split} for split in SPLITS}
+    stale = [split for split in SPLITS if not cache_matches(features_dir, split, producers[split])]
+    if stale:
+        trunk = build_trunk(args.checkpoint, config)
+        splits = datasets(kind, root, transform)
+        for split in stale:
+            extract_features(
+                trunk, splits[split], features_dir, split, producers[split], args.extract_batch_size, args.workers
+            )
+    return {split: load_features(features_dir, split) for split in SPLITS}
+
+
+def report(args: argparse.Namespace, results: Dict[str, Any]) -> str:
+    linear = results["linear"]
+    lines = [
+        f"Probe of {args.checkpoint} on {args.data} ({results['dim']}-d features, "
+        f"{results['train_count']} train / {results['test_count']} test):",
+        f"  {'linear, lr %g wd %g (%d epochs)' % (linear['lr'], linear['wd'], args.epochs):<40}"
+        f"top-1 {linear['test_top1']:6.2f}%   top-5 {linear['test_top5']:6.2f}%",
+    ]
+    for k, scores in results["knn"].items():
+        name = f"k-NN, k = {k} (T {args.temperature:g})"
+        lines.append(f"  {name:<40}top-1 {scores['top1']:6.2f}%   top-5 {scores['top5']:6.2f}%")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    features_dir = args.features_dir or default_features_dir(args.checkpoint, args.data)
+    splits = cached_splits(args, features_dir)
+    probe_config = ProbeConfig(
+        lrs=args.lrs,
+        wds=args.wds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        batchnorm=args.batchnorm,
+        val_fraction=args.val_fraction,
+        chunk_rows=args.chunk_rows,
+        seed=args.seed,
+    )
+    linear = linear_probe(splits["train"], splits["test"], probe_config)
+    knn = knn_accuracy(splits["train"], splits["test"], args.ks, args.temperature, train_chunk=args.chunk_rows)
+    results = {
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "dim": splits["train"].dim,
+        "train_count": len(splits["train"]),
+        "test_count": len(splits["test"]),
+        "probe_config": dataclasses.asdict(probe_config),
+        "linear": dataclasses.asdict(linear),
+        "knn": {k: {"top1": top1, "top5": top5} for k, (top1, top5) in knn.items()},
+        "knn_temperature": args.temperature,
+    }
+    (features_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print(report(args, results))
+    print(f"Results: {features_dir / 'results.json'}")
+    return results

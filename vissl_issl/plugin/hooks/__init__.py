@@ -1,0 +1,31 @@
+"""The plugin's hook generator.
+
+VISSL builds hooks only through the ``hook_generator`` callable handed to ``launch_distributed``;
+it has no hook registry. This module-level function is pickled by reference into spawned ranks and
+SLURM jobs, and unpickling it imports ``vissl_issl.plugin``, which registers the plugin there.
+"""
+
+from typing import Callable, Dict, List
+
+from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
+from vissl_issl.plugin.hooks.rate_weight_annealing import RateWeightAnnealingHook
+
+from classy_vision.hooks import ClassyHook
+
+# The names a loss lists in its ``HOOKS`` (:class:`vissl_issl.losses.base.MethodLoss`).
+HOOKS: Dict[str, Callable[[], ClassyHook]] = {
+    "momentum_target": MomentumTargetHook,
+    "rate_weight_annealing": RateWeightAnnealingHook,
+}
+
+
+def hook_generator(cfg) -> List[ClassyHook]:
+    """VISSL's default hooks, plus those the configured loss asks for."""
+    # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
+    # MKL threading layer of submitit processes.
+    from classy_vision.losses import LOSS_REGISTRY
+    from vissl.hooks import default_hook_generator
+
+    hooks = default_hook_generator(cfg)
+    loss_cls = LOSS_REGISTRY.get(cfg.LOSS.name)
+    return hooks + [HOOKS[name]() for name in getattr(loss_cls, "HOOKS", ())]

@@ -1,0 +1,68 @@
+"""The plugin's launcher: VISSL's ``hydra_main`` with the plugin loaded in every process.
+
+VISSL's own ``tools/run_distributed_engines.py`` spawns ranks that never import the plugin and
+passes VISSL's default hook generator; this one imports ``vissl_issl`` (the caller's module top),
+runs the plugin's config inference before launching, and uses the plugin's hook generator for
+local ranks and SLURM jobs alike.
+"""
+
+from typing import List
+from unittest import mock
+
+from vissl_issl.plugin.hooks import hook_generator
+from vissl_issl.plugin.inference import infer_and_check
+
+from omegaconf import OmegaConf
+from vissl.config import AttrDict, check_cfg_version
+from vissl.utils import distributed_launcher
+from vissl.utils.hydra_config import (
+    compose_hydra_configuration,
+    convert_fsdp_dtypes,
+    infer_and_assert_hydra_config,
+    save_attrdict_to_disk,
+)
+
+
+class SlurmJob(distributed_launcher._ResumableSlurmJob):
+    """VISSL's resumable submitit job, running with the plugin's hooks. Unpickling it in the
+    submitit process imports ``vissl_issl``, which registers the plugin there."""
+
+    def __call__(self):
+        with mock.patch.object(distributed_launcher, "default_hook_generator", hook_generator):
+            super().__call__()
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmJob(self.engine_name, self.config))
+
+
+def compose(overrides: List[str], dump_config: bool = False):
+    """VISSL's ``convert_to_attrdict`` steps, interpolations resolved, with the plugin's inference added before the
+    ``train_config.yaml`` dump (which must precede VISSL's FSDP dtype conversion).
+    Returns ``(args, config)`` like VISSL's."""
+    # Resolved, unlike VISSL's conversion, so configs may interpolate (``${config.X.Y}``); VISSL's
+    # own configs have no interpolations.
+    args = AttrDict(OmegaConf.to_container(compose_hydra_configuration(overrides), resolve=True))
+    check_cfg_version(args)
+    config = args.config
+    infer_and_assert_hydra_config(config)
+    infer_and_check(config)
+    if dump_config:
+        save_attrdict_to_disk(config)
+    convert_fsdp_dtypes(config)
+    return args, config
+
+
+def hydra_main(overrides: List[str]):
+    print(f"####### overrides: {overrides}")
+    args, config = compose(overrides, dump_config=True)
+    if config.SLURM.USE_SLURM:
+        with mock.patch.object(distributed_launcher, "_ResumableSlurmJob", SlurmJob):
+            return distributed_launcher.launch_distributed_on_slurm(cfg=config, engine_name=args.engine_name)
+    distributed_launcher.launch_distributed(
+        cfg=config,
+        node_id=args.node_id,
+        engine_name=args.engine_name,
+        hook_generator=hook_generator,
+    )
