@@ -30,5 +30,5 @@ setup(
         "tqdm",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"]},
 )

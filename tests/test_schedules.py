@@ -6,22 +6,16 @@ global batch scales the peak lr linearly, and a bad block fails with its key nam
 import copy
 import functools
 import re
-from pathlib import Path
 from typing import List, Tuple
+
+from vissl_issl.plugin.launcher import compose
 
 import pytest
 from classy_vision.optim.param_scheduler import build_param_scheduler
 
-try:
-    import vissl_issl.plugin  # noqa: F401  (registers the plugin)
-    from vissl_issl.plugin.launcher import compose
-except ImportError:  # before the package restructure
-    import vissl_issl  # noqa: F401
-    from vissl_issl.launcher import compose
+from conftest import REPO
 from vissl_issl.config import ConfigError
 from vissl_issl.schedules import derive_lr_schedule, steps_per_epoch
-
-REPO = Path(__file__).resolve().parents[1]
 
 DISSL = "pretrain/dissl/dissl_resnet50_dNone_e400_m2"  # 8 x 320 images, 400 epochs
 CISSL = "pretrain/cissl/cissl_resnet50_dNone_e100_m2"  # 8 x 384 images, 100 epochs
