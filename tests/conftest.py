@@ -11,6 +11,11 @@ from typing import Any, Dict, List
 
 import pytest
 
+# tools/test.sh runs one pytest worker per core: each worker, and every process it starts, then
+# uses one thread, or the workers' thread pools (and the launcher's ranks') oversubscribe the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "tools" / "run_distributed_engines.py"
 
