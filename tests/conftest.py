@@ -1,15 +1,16 @@
 """Shared helpers: run the plugin launcher as a user would, in a fresh process."""
 
+import atexit
 import copy
 import functools
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from preloaded import Server
 
 # tools/test.sh runs one pytest worker per core: each worker, and every process it starts, then
 # uses one thread, or the workers' thread pools (and the launcher's ranks') oversubscribe the cores.
@@ -33,11 +34,21 @@ DISSL_DIGITS = "pretrain/dissl/dissl_resnet18_digits"
 TINY_DISSL = [f"config={DISSL_DIGITS}", *TINY]
 
 
+@functools.lru_cache(maxsize=None)
+def preloaded() -> Server:
+    """This pytest process's server of preloaded interpreters (see preloaded.py), started on first use."""
+    server = Server()
+    atexit.register(server.close)
+    return server
+
+
+def run_tool(argv: List[Any], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``python argv...`` in ``cwd`` with ``env`` added, output captured, the imports preloaded."""
+    return preloaded().run(argv, cwd, dict(os.environ, PYTHONUNBUFFERED="1", **env), timeout)
+
+
 def launch(overrides: List[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, str(LAUNCHER), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    return run_tool([LAUNCHER, *overrides], cwd)
 
 
 def logged(checkpoint_dir: Path) -> List[dict]:

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Dict, List
@@ -16,9 +14,9 @@ from vissl.data import build_dataloader, build_dataset
 from vissl.utils.hydra_config import compose_hydra_configuration, convert_to_attrdict
 from vissl.utils.test_utils import IntegrationTestLogs
 
+from conftest import REPO, run_tool
 from vissl_issl.data import digits
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = "config=benchmark/linear_image_classification/digits/eval_tv_resnet18_digits_linear"
 SPLIT_SIZES = {"TRAIN": 1437, "TEST": 360}
 
@@ -183,10 +181,8 @@ def test_linear_benchmark_runs_end_to_end(tmp_path):
         "config.DATA.TRAIN.DATA_LIMIT=256",
         "config.DATA.TEST.DATA_LIMIT=128",
     ]
-    # A subprocess, because VISSL initialises torch.distributed and never tears it down.
-    result = subprocess.run(
-        [sys.executable, str(runner), *overrides], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    # Another process, because VISSL initialises torch.distributed and never tears it down.
+    result = run_tool([runner, *overrides], REPO)
     assert result.returncode == 0, result.stderr[-5000:]
     lines = IntegrationTestLogs(str(run_dir)).get_accuracies(from_metrics_file=True)
     metrics = [json.loads(line) for line in lines]

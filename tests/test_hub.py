@@ -27,7 +27,7 @@ from PIL import Image
 from torchvision.models.resnet import Bottleneck, ResNet
 from vissl.models import build_model
 
-from conftest import REPO
+from conftest import REPO, run_tool
 from vissl_issl import hub
 
 CONVERTER = REPO / "tools" / "convert_to_torchvision.py"
@@ -174,13 +174,7 @@ def test_maxpool_contradicting_the_train_config_fails_naming_it(runs_root):
 def test_converter_cli_writes_the_release_layout_that_hubconf_loads(runs_root, tmp_path):
     run = vissl_run("resnet_resizer_d8192", runs_root)
     out = tmp_path / "dissl_d8192.torch"
-    result = subprocess.run(
-        [sys.executable, str(CONVERTER), str(run.checkpoint), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=SUBPROCESS_ENV,
-    )
+    result = run_tool([CONVERTER, run.checkpoint, out], tmp_path, OMP_NUM_THREADS="1")  # see one_thread
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ResNet-50, 7x7 stride-2 stem, maxpool, resizer 2048->512->8192" in result.stdout
     assert "feature dim: 8192" in result.stdout
@@ -196,9 +190,7 @@ def test_converter_cli_writes_the_release_layout_that_hubconf_loads(runs_root, t
 def test_converter_rejects_a_checkpoint_without_trunk(tmp_path):
     checkpoint = tmp_path / "heads_only.torch"
     torch.save({"classy_state_dict": {"base_model": {"model": {"heads": {}}}}}, checkpoint)
-    result = subprocess.run(
-        [sys.executable, str(CONVERTER), str(checkpoint), str(tmp_path / "out.torch")], capture_output=True, text=True
-    )
+    result = run_tool([CONVERTER, checkpoint, tmp_path / "out.torch"], tmp_path)
     message = result.stderr
     assert result.returncode != 0 and str(checkpoint) in message and "['trunk']" in message
     assert not (tmp_path / "out.torch").exists()

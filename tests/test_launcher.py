@@ -6,14 +6,12 @@ equals the whole-batch one in its own test_*_distributed / DDP tests."""
 import math
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
-from conftest import TINY_DISSL, logged
+from conftest import TINY_DISSL, logged, run_tool
 
 pytestmark = pytest.mark.slow  # engine, launcher or subprocess runs
 
@@ -85,14 +83,15 @@ def test_slurm_path_runs_the_plugin_job(tmp_path):
         f"config.SLURM.LOG_FOLDER={tmp_path / 'submitit'}",
         f"config.SLURM.PORT_ID={free_port()}",
     ]
-    code = (
+    script = tmp_path / "submit.py"
+    script.write_text(
         "import vissl_issl.plugin\n"
         "from vissl_issl.plugin.launcher import hydra_main\n"
         f"job = hydra_main({overrides!r})\n"
         "job.result()\n"
         "print(type(job.submission().function).__module__, type(job.submission().function).__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = run_tool([script], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["vissl_issl.plugin.launcher", "SlurmJob"]
     assert (out / "model_final_checkpoint_phase0.torch").is_file()

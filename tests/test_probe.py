@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from conftest import REPO
+from conftest import REPO, run_tool
 from vissl_issl.evaluation.features import (
     Features,
     cache_matches,
@@ -255,13 +252,12 @@ def test_knn_rejects_k_larger_than_the_train_set(tmp_path):
 def test_probe_tool_on_digits_with_a_random_trunk(tmp_path):
     features_dir = tmp_path / "features"
     command = [
-        sys.executable, str(REPO / "tools" / "probe.py"),
+        REPO / "tools" / "probe.py",
         "--checkpoint", "random", "--data", "digits", "--features-dir", str(features_dir),
         "--epochs", "3", "--batch-size", "256", "--lrs", "0.3", "0.03", "--wds", "1e-6",
         "--ks", "5", "20", "--workers", "0",
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # see one_thread
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_tool(command, tmp_path, OMP_NUM_THREADS="1")  # see one_thread
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((features_dir / "results.json").read_text())
     assert (results["train_count"], results["test_count"], results["dim"]) == (1437, 360, 512)
