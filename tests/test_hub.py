@@ -13,7 +13,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import vissl_issl.plugin  # noqa: F401  (registers the plugin's trunks)
 from vissl_issl.plugin.launcher import compose
@@ -45,6 +45,16 @@ RELEASES = {
 # The authors' hubconf "num_params" of the two release architectures.
 NUM_PARAMS = {2048: 23_508_032, 8192: 31_128_640}
 
+
+def resnet18_resizer_case(out_dim: int) -> Tuple[List[str], hub.ResNetArch]:
+    """The digits ResNet-18 (small-image stem, maxpool) with the resizer 512 -> 512 -> ``out_dim``."""
+    overrides = [
+        "config=pretrain/dissl/dissl_resnet18_digits",
+        f"+config.MODEL.TRUNK.TV_RESNET.RESIZER={{HIDDEN_DIM:512,OUT_DIM:{out_dim}}}",
+    ]
+    return overrides, hub.ResNetArch(18, small_image_stem=True, maxpool=True, resizer=(512, out_dim))
+
+
 # Each case: overrides of a shipped config, and the architecture they train.
 CASES = {
     "resnet_d2048": (["config=pretrain/dissl/dissl_resnet50_dNone_e100_m2"], hub.ResNetArch(50)),
@@ -56,6 +66,9 @@ CASES = {
         ["config=pretrain/dissl/dissl_resnet18_digits", "config.MODEL.TRUNK.TV_RESNET.MAXPOOL=false"],
         hub.ResNetArch(18, small_image_stem=True, maxpool=False),
     ),
+    # ISSL's TinyImageNet ResNet-18 with the resizer: residual (input tiled x4), and not (z < 512).
+    "tv_resnet18_resizer_d2048": resnet18_resizer_case(2048),
+    "tv_resnet18_resizer_d128": resnet18_resizer_case(128),
 }
 TV18 = "tv_resnet18_small_stem_no_maxpool"
 
@@ -183,6 +196,26 @@ def test_converter_cli_writes_the_release_layout_that_hubconf_loads(runs_root, t
     assert "resizer.conv1.weight" in keys and "layer4.2.bn3.running_var" in keys
     assert not [key for key in keys if key.startswith(("avgpool", "_feature_blocks", "fc"))]
     model = hub_load("dissl_resnet50_d8192_e100_m2", weights=str(out))
+    assert max_abs_diff(model, run) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out_dim, residual", [(2048, True), (128, False)])
+def test_converter_cli_exports_a_resnet18_resizer_that_hub_code_loads(out_dim, residual, runs_root, tmp_path):
+    run = vissl_run(f"tv_resnet18_resizer_d{out_dim}", runs_root)
+    out = tmp_path / "tv_resnet18.torch"
+    result = run_tool([CONVERTER, run.checkpoint, out], tmp_path, OMP_NUM_THREADS="1")  # see one_thread
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"ResNet-18, 3x3 stride-1 stem, maxpool, resizer 512->512->{out_dim}" in result.stdout
+    assert f"feature dim: {out_dim}" in result.stdout
+
+    state = hub.read_weights_file(str(out))
+    assert state["avgpool.0.conv3.weight"].shape == (out_dim, 512, 1, 1)
+    arch = hub.arch_from_state_dict(state, maxpool=True, source=out)
+    assert arch == run.arch
+    model = hub.build_resnet(arch)
+    hub.load_weights(model, state, out)
+    assert model.avgpool[0].is_residual is residual
     assert max_abs_diff(model, run) < 1e-4
 
 

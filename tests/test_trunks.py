@@ -22,6 +22,7 @@ from vissl.models.trunks import get_model_trunk
 from vissl.models.trunks.feature_extractor import FeatureExtractorModel
 
 from vissl_issl.architectures.resizer import BottleneckExpand
+from vissl_issl.architectures.resnet import ArchitectureError, ResNetArch, build_resnet
 from vissl_issl.config import ConfigError
 
 # 2048*512 (conv1) + 512*512*9 (conv2) + 512*8192 (conv3) + 2*(512 + 512 + 8192) (BN affine)
@@ -140,9 +141,10 @@ def assert_hub_layout_gives_the_same_features(trunk: nn.Module, x: torch.Tensor,
         assert (hub(x) - features).abs().max() < 1e-4
 
 
-def reference_bottleneck_expand(block: BottleneckExpand, x: torch.Tensor) -> torch.Tensor:
+def reference_bottleneck_expand(block: BottleneckExpand, x: torch.Tensor, residual: bool) -> torch.Tensor:
     """Eval-mode transcription of the authors' BottleneckExpand.forward with ``einops.repeat``'s
-    tile-major channel order written out."""
+    tile-major channel order written out: ``relu(branch + tiled x)``, or ``relu(branch)`` when not
+    ``residual``."""
 
     def bn(name: str, y: torch.Tensor) -> torch.Tensor:
         layer = getattr(block, name)
@@ -153,6 +155,8 @@ def reference_bottleneck_expand(block: BottleneckExpand, x: torch.Tensor) -> tor
     out = torch.relu(bn("bn1", nn.functional.conv2d(x, block.conv1.weight)))
     out = torch.relu(bn("bn2", nn.functional.conv2d(out, block.conv2.weight, padding=1)))
     out = bn("bn3", nn.functional.conv2d(out, block.conv3.weight))
+    if not residual:
+        return torch.relu(out)
     tiles = out.shape[1] // x.shape[1]
     return torch.relu(out + torch.cat([x] * tiles, dim=1))
 
@@ -163,11 +167,31 @@ def test_bottleneck_expand_matches_reference_transcription():
     x = torch.randn(3, 8, 5, 5)
     train_bn_statistics(block, x)
     with torch.no_grad():
-        torch.testing.assert_close(block(x), reference_bottleneck_expand(block, x))
+        torch.testing.assert_close(block(x), reference_bottleneck_expand(block, x, residual=True))
         # With the branch zeroed, output channel k * in + c must be relu(x[:, c]).
         block.bn3.weight.zero_()
         block.bn3.bias.zero_()
         torch.testing.assert_close(block(x), torch.relu(x).repeat(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("out_dim, residual", [(128, False), (512, True), (2048, True), (8192, True)])
+def test_resizer_on_resnet_18_for_any_z(out_dim: int, residual: bool):
+    """ISSL's Fig. 7c: every z through the 512-hidden resizer of the TinyImageNet ResNet-18, residual
+    with the input tiled z / 512 times (expansion 1 at z = 512), plain below 512."""
+    torch.manual_seed(0)
+    trunk = tv_resnet(DEPTH=18, SMALL_IMAGE_STEM=True, MAXPOOL=True, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": out_dim})
+    resizer = trunk._feature_blocks["resizer"]
+    assert isinstance(resizer, BottleneckExpand) and resizer.is_residual is residual
+
+    # 64 px leaves layer4 at 4x4, so the resizer's padded 3x3 conv is exercised.
+    x = torch.randn(2, 3, 64, 64)
+    train_bn_statistics(trunk, x)
+    with torch.no_grad():
+        res5, resizer_out, features = trunk(x, ["res5", "resizer", "flatten"])
+        expected = reference_bottleneck_expand(resizer, res5, residual=residual)
+    assert res5.shape == (2, 512, 4, 4) and features.shape == (2, out_dim)
+    torch.testing.assert_close(resizer_out, expected)
+    torch.testing.assert_close(features, resizer_out.mean(dim=(2, 3)))
 
 
 def test_bottleneck_expand_init():
@@ -263,11 +287,14 @@ def test_config_errors_name_the_key(block: Dict[str, Any], key: str):
         tv_resnet(**block)
 
 
-def test_resizer_out_not_multiple_of_in_names_the_shapes():
-    with pytest.raises(ValueError, match="out_channels=1000.*in_channels=512"):
-        BottleneckExpand(512, 64, 1000)
-    with pytest.raises(ValueError, match=r"OUT_DIM=1000.*channel count 512"):
-        tv_resnet(DEPTH=18, RESIZER={"HIDDEN_DIM": 64, "OUT_DIM": 1000})
+def test_resizer_out_larger_than_in_but_not_a_multiple_fails_naming_key_and_numbers():
+    with pytest.raises(ValueError, match="out_channels=1000 is larger than in_channels=512 but not a multiple"):
+        BottleneckExpand(512, 512, 1000)
+    with pytest.raises(ArchitectureError, match=r"output channels \(1000\).*last channel count 512"):
+        build_resnet(ResNetArch(18, resizer=(512, 1000)))
+    key = r"config\.MODEL\.TRUNK\.TV_RESNET\.RESIZER\.OUT_DIM=1000"
+    with pytest.raises(ConfigError, match=key + r".*last channel count 512"):
+        tv_resnet(DEPTH=18, SMALL_IMAGE_STEM=True, RESIZER={"HIDDEN_DIM": 512, "OUT_DIM": 1000})
 
 
 def test_single_channel_input_type_is_rejected():

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 def count_crops(transforms: List[dict]) -> int:
     """Number of views per image that VISSL's multi-view transforms produce (1 without one)."""
     for transform in transforms:
-        if transform["name"] == "ImgPilToMultiCrop":
+        if transform["name"] in ("ImgPilToMultiCrop", "ImgPilToIsslViews"):
             return int(transform["total_num_crops"])
         if transform["name"] == "ImgReplicatePil":
             return int(transform.get("num_times", 2))

@@ -1,6 +1,8 @@
-"""The ISSL dimension resizer: a residual bottleneck that widens a ResNet's last feature map
-(e.g. 2048 -> 8192 channels) before the global average pool, so the representation d grows
-without a d x d layer.
+"""The ISSL dimension resizer: a bottleneck that maps a ResNet's last feature map to any number of
+channels z before the global average pool (e.g. 2048 -> 8192, 512 -> 2048 or 512 -> 128), so the
+representation d = z changes without a d x d layer. It is residual, with the input tiled z / in
+times, when z is a multiple of the input's channels (z = in included); when z is smaller it is the
+same block without the residual; any other z raises.
 
 Same block, names and init as the authors' ``BottleneckExpand`` (FORK ``resnext.py``, ISSL
 ``cnn.py``, hub ``resnet_dim.py``), so the hub's ``avgpool.0.{conv1,bn1,conv2,bn2,conv3,bn3}``
@@ -24,19 +26,34 @@ def variance_scaling_(weight: torch.Tensor) -> None:
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
+def is_residual(in_channels: int, out_channels: int) -> bool:
+    """The authors' rule for the resizer ``in_channels -> out_channels``: residual when
+    ``out_channels`` is a multiple of ``in_channels`` (the input tiles into the output), not when
+    it is smaller; any other ``out_channels`` raises a ValueError naming both."""
+    if out_channels % in_channels == 0:
+        return True
+    if out_channels < in_channels:
+        return False
+    raise ValueError(
+        f"resizer out_channels={out_channels} is larger than in_channels={in_channels} but not a multiple of "
+        f"it: the residual tiles the input a whole number of times. Use a multiple of {in_channels} "
+        f"(residual) or fewer than {in_channels} channels (no residual)."
+    )
+
+
 class BottleneckExpand(nn.Module):
-    """``relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + tile(x))``, with conv1/conv3
-    1x1, conv2 3x3 and the input tiled ``out // in`` times along channels (``x.repeat``: the
-    authors' channel order), so the output is non-negative and starts close to the input."""
+    """(N, in, H, W) -> (N, out, H, W). With ``branch = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))``
+    (conv1/conv3 1x1, conv2 3x3 padded, ``hidden`` channels in between):
+
+    - residual (``out`` a multiple of ``in``): ``relu(branch + x.repeat(1, out // in, 1, 1))``, the
+      input tiled along channels in the authors' order, so the output starts close to the input;
+    - otherwise (``out < in``): ``relu(branch)``.
+
+    The output is non-negative either way; ``is_residual`` says which (see :func:`is_residual`)."""
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int):
         super().__init__()
-        if out_channels % in_channels != 0:
-            raise ValueError(
-                f"resizer out_channels={out_channels} must be a multiple of in_channels="
-                f"{in_channels}: the residual tiles the input out_channels // in_channels times."
-            )
-        self.expansion = out_channels // in_channels
+        self.is_residual = is_residual(in_channels, out_channels)
         self.conv1 = nn.Conv2d(in_channels, hidden_channels, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden_channels)
         self.conv2 = nn.Conv2d(hidden_channels, hidden_channels, kernel_size=3, padding=1, bias=False)
@@ -60,4 +77,6 @@ class BottleneckExpand(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + x.repeat(1, self.expansion, 1, 1))
+        if self.is_residual:
+            out = out + x.repeat(1, out.shape[1] // x.shape[1], 1, 1)
+        return self.relu(out)

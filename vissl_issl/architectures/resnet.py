@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from vissl_issl.architectures.resizer import BottleneckExpand
+from vissl_issl.architectures.resizer import BottleneckExpand, is_residual
 
 # Block type and blocks per layer of every depth VISSL's ``resnet`` (50-200) or the plugin's
 # ``tv_resnet`` (18-152) builds.
@@ -79,11 +79,14 @@ def small_image_conv1() -> nn.Conv2d:
 
 
 def build_resizer(in_channels: int, hidden: int, out: int) -> BottleneckExpand:
-    if out % in_channels != 0:
+    """The resizer after layer4 (``in_channels`` = layer4's channels): residual when ``out`` is a
+    multiple of ``in_channels``, non-residual when smaller; any other ``out`` raises."""
+    try:
+        is_residual(in_channels, out)
+    except ValueError as error:
         raise ArchitectureError(
-            f"the resizer's output channels ({out}) must be a multiple of the trunk's last channel count "
-            f"{in_channels} (its residual tiles its input)."
-        )
+            f"the resizer's output channels ({out}) do not fit the trunk's last channel count {in_channels}: {error}"
+        ) from error
     return BottleneckExpand(in_channels, hidden, out)
 
 

@@ -1,4 +1,4 @@
-"""The plugin's data sources and collator, registered with VISSL.
+"""The plugin's data sources, collator and transform, registered with VISSL.
 
 ``sklearn_digits`` (:mod:`vissl_issl.data.digits`). Config (TRAIN and TEST alike)::
 
@@ -31,12 +31,36 @@ entry only needs to exist (VISSL looks ``DATASET_NAMES`` up whenever ``LABEL_PAT
 data comes from ``DATA_PATHS``, and an empty label path passes no label file).
 
 ``augmented_canonical_collator`` (:mod:`vissl_issl.data.canonical_collator`), for VIC.
+
+``ImgPilToIsslViews`` (:mod:`vissl_issl.data.augmentations`): the ISSL TinyImageNet experiments'
+views, SimCLR augmentations with a strength ``s`` (``strength: 1.0, blur: False`` is "standard",
+``strength: 2.0, blur: True`` is "coarse")::
+
+    TRANSFORMS:
+      - name: ImgPilToIsslViews
+        size: 64          # 16 for the embedded digits
+        strength: 1.0
+        blur: False
+        total_num_crops: 2  # views per image; required: VISSL's loss inference reads this key
+      - name: ToTensor    # applied to every view
+      - name: Normalize
+        mean: [...]
+        std: [...]
+    COLLATE_FUNCTION: multicrop_collator
+
+Why the name also goes into ``DEFAULT_TRANSFORM_TYPES["TRANSFORMS_WITH_COPIES"]``: VISSL's
+``SSLTransformsWrapper`` flattens a transform's list of views into the sample (one entry per view,
+labels and indices repeated, so that ``ToTensor`` and ``Normalize`` then apply to each view and
+``multicrop_collator`` gets one tensor per view) only for the names in that list; the list has no
+registration function, so this module appends to it, as VISSL's ``ImgPilToMultiCrop`` is listed there.
 """
 
+from classy_vision.dataset.transforms import register_transform
 from vissl.data import DATA_SOURCES_WITH_SUBSET_SUPPORT, DATASET_SOURCE_MAP, VisslDatasetCatalog
 from vissl.data.collators import register_collator
+from vissl.data.ssl_transforms import DEFAULT_TRANSFORM_TYPES
 
-from vissl_issl.data import canonical_collator, digits, stl10
+from vissl_issl.data import augmentations, canonical_collator, digits, stl10
 
 
 def register_source(name: str, source: type, catalog_entry: list) -> None:
@@ -51,3 +75,5 @@ def register_source(name: str, source: type, catalog_entry: list) -> None:
 register_source(digits.SOURCE_NAME, digits.DigitsDataset, [digits.bundled_data_file(), ""])
 register_source(stl10.NAME, stl10.STL10Unlabeled, ["", ""])
 register_collator(canonical_collator.NAME)(canonical_collator.augmented_canonical_collator)
+register_transform(augmentations.NAME)(augmentations.IsslViews)
+DEFAULT_TRANSFORM_TYPES["TRANSFORMS_WITH_COPIES"].append(augmentations.NAME)

@@ -7,6 +7,8 @@ mid-training: apex fall-backs, folder label paths, FSDP heads, then the loss's o
 import importlib.util
 import logging
 
+from vissl_issl.plugin.hooks.grad_value_clip import clip_value
+
 from classy_vision.losses import LOSS_REGISTRY
 
 from vissl_issl.config import ConfigError, head_modules
@@ -82,6 +84,39 @@ def use_fsdp_heads(config) -> None:
                 module[0] = f"{module[0]}_fsdp"
 
 
+DINO_EPOCH_KEYS = ("teacher_temp_warmup_epochs", "freeze_last_layer_epochs")
+
+
+def check_dino_epochs(config) -> None:
+    """The plugin's DINO schedules in epochs (:mod:`vissl_issl.plugin.hooks.dino_teacher`): each,
+    when set, a number in [0, num_epochs]."""
+    if config.LOSS.name != "dino_loss":
+        return
+    epochs = config.OPTIMIZER.num_epochs
+    for name in DINO_EPOCH_KEYS:
+        value = config.LOSS.dino_loss.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= epochs:
+            raise ConfigError(f"config.LOSS.dino_loss.{name}={value!r} must be a number of epochs in [0, {epochs}]")
+
+
+def check_representation_dim(config) -> None:
+    """``config.MODEL.REPRESENTATION_DIM`` (z, which recipes interpolate into their heads' input
+    widths) must be what the ``tv_resnet`` trunk outputs, or the first forward fails on a shape."""
+    from vissl_issl.plugin.trunks import trunk_feature_dim
+
+    given = config.MODEL.get("REPRESENTATION_DIM")
+    if given is None or config.MODEL.TRUNK.NAME != "tv_resnet":
+        return
+    built = trunk_feature_dim(config.MODEL)
+    if given != built:
+        raise ConfigError(
+            f"config.MODEL.REPRESENTATION_DIM={given!r} but the tv_resnet trunk of config.MODEL.TRUNK.TV_RESNET "
+            f"outputs {built}-d features; set both (the resizer's OUT_DIM is z when there is a resizer)"
+        )
+
+
 def infer_and_check(config) -> None:
     """Plugin inference on a VISSL ``AttrDict`` config (``cfg.config``), in place."""
     from vissl_issl.schedules import derive_lr_schedule
@@ -91,6 +126,9 @@ def infer_and_check(config) -> None:
     check_fsdp_world_size(config)
     use_fsdp_heads(config)
     derive_lr_schedule(config)
+    check_dino_epochs(config)
+    check_representation_dim(config)
+    clip_value(config.MODEL)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)
     if hasattr(loss_cls, "infer_config"):
         loss_cls.infer_config(config)

@@ -7,8 +7,9 @@ re-created after torchvision's init loop, so they keep PyTorch's default init, n
 kaiming init) and every ``config.MODEL.TRUNK.RESNETS`` option (depth 50/101/152/200, width
 multiplier, groups, norm, LAB input, layer4 stride). Config: ``config.MODEL.TRUNK.RESNET_RESIZER``
 with ``HIDDEN_DIM`` and ``OUT_DIM``, both required; the resizer's input is layer4's channel count
-(2048 * WIDTH_MULTIPLIER). As in VISSL's forward, padded ``MultiDimensionalTensor`` inputs are
-un-padded before ``avgpool``, i.e. after the resizer.
+(2048 * WIDTH_MULTIPLIER), and ``OUT_DIM`` must be a multiple of it (residual resizer) or smaller
+(non-residual). As in VISSL's forward, padded ``MultiDimensionalTensor`` inputs are un-padded
+before ``avgpool``, i.e. after the resizer.
 
 ``tv_resnet`` is torchvision's ResNet as a VISSL trunk, for what VISSL's ``resnet`` cannot build:
 depths 18/34 and the small-image stem (TinyImageNet, 64 px: conv1 3x3 stride 1, maxpool kept;
@@ -26,8 +27,9 @@ between layer4 and avgpool as block ``resizer`` (the authors' fork's name; featu
 
 ``tv_resnet`` config: ``config.MODEL.TRUNK.TV_RESNET`` with ``DEPTH`` (18/34/50/101/152, default
 50), ``SMALL_IMAGE_STEM`` (default False), ``MAXPOOL`` (default True) and ``RESIZER`` (default null,
-or ``{HIDDEN_DIM, OUT_DIM}``). VISSL's defaults have no such block: missing keys take these
-defaults.
+or ``{HIDDEN_DIM, OUT_DIM}`` with ``OUT_DIM`` a multiple of layer4's channels, 512 at depths 18/34
+and 2048 above, or smaller than them: e.g. 128, 512, 2048 or 8192 on ResNet-18). VISSL's defaults
+have no such block: missing keys take these defaults.
 """
 
 from typing import Any, Dict, List, Mapping, Optional
@@ -39,6 +41,7 @@ from vissl.models.model_helpers import get_trunk_forward_outputs, transform_mode
 from vissl.models.trunks import register_model_trunk
 from vissl.models.trunks.resnext import ResNeXt
 
+from vissl_issl.architectures.resizer import is_residual
 from vissl_issl.architectures.resnet import (
     TV_RESNET_DEFAULTS,
     ResNetArch,
@@ -84,6 +87,15 @@ def read_trunk_config(model_config: AttrDict) -> Dict[str, Any]:
     return trunk_config
 
 
+def trunk_feature_dim(model_config: AttrDict) -> int:
+    """Size of the ``tv_resnet`` trunk's pooled features (z) under ``model_config``."""
+    trunk_config = read_trunk_config(model_config)
+    resizer = trunk_config["RESIZER"]
+    return ResNetArch(
+        trunk_config["DEPTH"], resizer=None if resizer is None else (resizer["HIDDEN_DIM"], resizer["OUT_DIM"])
+    ).feature_dim
+
+
 def read_resizer_config(given: Any, config_key: str) -> Dict[str, int]:
     """``{HIDDEN_DIM, OUT_DIM}``, both required; a missing or unknown key raises naming
     ``<config_key>.<KEY>``."""
@@ -99,11 +111,15 @@ def read_resizer_config(given: Any, config_key: str) -> Dict[str, int]:
 
 
 def check_resizer(in_channels: int, resizer_config: Mapping[str, int], config_key: str) -> None:
-    if resizer_config["OUT_DIM"] % in_channels != 0:
+    """Raises a ConfigError naming ``<config_key>.OUT_DIM`` unless it is a multiple of the trunk's
+    last channel count ``in_channels`` (residual resizer) or smaller (non-residual)."""
+    out = resizer_config["OUT_DIM"]
+    try:
+        is_residual(in_channels, out)
+    except ValueError as error:
         raise ConfigError(
-            f"{config_key}.OUT_DIM={resizer_config['OUT_DIM']} must be a multiple of the trunk's last "
-            f"channel count {in_channels} (the resizer's residual tiles its input)."
-        )
+            f"{config_key}.OUT_DIM={out} does not fit the trunk's last channel count {in_channels}: {error}"
+        ) from error
 
 
 def insert_resizer(

@@ -7,6 +7,7 @@ SLURM jobs, and unpickling it imports ``vissl_issl.plugin``, which registers the
 
 from typing import Callable, Dict, List
 
+from vissl_issl.plugin.hooks.grad_value_clip import GradValueClipHook, clip_value
 from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
 from vissl_issl.plugin.hooks.rate_weight_annealing import RateWeightAnnealingHook
 
@@ -20,12 +21,20 @@ HOOKS: Dict[str, Callable[[], ClassyHook]] = {
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
-    """VISSL's default hooks, plus those the configured loss asks for."""
+    """VISSL's default hooks with its DINO teacher replaced by the plugin's, plus the hooks the
+    configured loss asks for and gradient clipping by value when configured."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
+    from vissl_issl.plugin.hooks.dino_teacher import DinoTeacherHook
+
     from classy_vision.losses import LOSS_REGISTRY
     from vissl.hooks import default_hook_generator
+    from vissl.hooks.dino_hooks import DINOHook
 
-    hooks = default_hook_generator(cfg)
+    hooks = [DinoTeacherHook() if type(hook) is DINOHook else hook for hook in default_hook_generator(cfg)]
     loss_cls = LOSS_REGISTRY.get(cfg.LOSS.name)
-    return hooks + [HOOKS[name]() for name in getattr(loss_cls, "HOOKS", ())]
+    hooks += [HOOKS[name]() for name in getattr(loss_cls, "HOOKS", ())]
+    value = clip_value(cfg.MODEL)
+    if value is not None:
+        hooks.append(GradValueClipHook(value))
+    return hooks
