@@ -1,5 +1,7 @@
-"""Cached-feature evaluation: feature cache, linear probe sweep, k-NN, and tools/probe.py on digits."""
+"""Cached-feature evaluation: feature cache, probe sweep (linear and MLP heads, label subsets), k-NN,
+and tools/probe.py on digits."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import TensorDataset
 
 from conftest import REPO, run_tool
@@ -21,7 +24,15 @@ from vissl_issl.evaluation.features import (
     sidecar_path,
 )
 from vissl_issl.evaluation.knn import knn_accuracy
-from vissl_issl.evaluation.linear_probe import ProbeConfig, fit, label_ranks, linear_probe
+from vissl_issl.evaluation.linear_probe import (
+    ProbeConfig,
+    accuracies,
+    fit,
+    label_ranks,
+    linear_probe,
+    validation_rows,
+)
+from vissl_issl.evaluation.subsets import stratified_subset
 
 
 @pytest.fixture(autouse=True)
@@ -42,10 +53,11 @@ def cached(directory: Path, split: str, features: np.ndarray, labels: np.ndarray
     return load_features(directory, split)
 
 
-def clusters(rng: np.random.Generator, count: int, classes: int, dim: int) -> tuple:
-    """Points at 4 x the one-hot of their class plus N(0, 0.3^2) noise: linearly separable with a wide margin."""
+def clusters(rng: np.random.Generator, count: int, classes: int, dim: int, noise: float = 0.3) -> tuple:
+    """Points at 4 x the one-hot of their class plus N(0, noise^2) noise: at the default 0.3, linearly
+    separable with a wide margin."""
     labels = rng.integers(classes, size=count)
-    features = 4.0 * np.eye(dim)[labels] + 0.3 * rng.standard_normal((count, dim))
+    features = 4.0 * np.eye(dim)[labels] + noise * rng.standard_normal((count, dim))
     return features, labels
 
 
@@ -162,15 +174,25 @@ def test_probe_on_random_labels_is_at_chance(tmp_path):
         assert abs(accuracy - 100 * p) < 4 * std, (accuracy, p)
 
 
-def test_grid_points_train_as_their_own_separate_runs(tmp_path):
+@pytest.mark.parametrize(
+    "config",
+    [
+        ProbeConfig(epochs=3, batch_size=32, chunk_rows=64, batchnorm=True),
+        # 200 rows = 6 x 32 + 8: the kept partial batch is a step of every head too
+        ProbeConfig(epochs=3, batch_size=32, chunk_rows=64, head="mlp", mlp_hidden=16, drop_last=False),
+    ],
+    ids=["linear", "mlp"],
+)
+def test_grid_points_train_as_their_own_separate_runs(tmp_path, config):
     rng = np.random.default_rng(2)
     train = cached(tmp_path, "train", *clusters(rng, 200, 3, 8))
     rows = np.arange(len(train))
-    config = ProbeConfig(epochs=3, batch_size=32, chunk_rows=64, batchnorm=True)
     together = fit(train, rows, [(0.3, 1e-5), (0.01, 1e-6)], 3, config, torch.device("cpu"))
     alone = fit(train, rows, [(0.01, 1e-6)], 3, config, torch.device("cpu"))
+    # The MLP's state includes its BatchNorms' running statistics.
     torch.testing.assert_close(together.heads[1].state_dict(), alone.heads[0].state_dict())
-    assert not torch.allclose(together.heads[0].weight, together.heads[1].weight)
+    first, second = (dict(head.named_parameters()) for head in together.heads)
+    assert not any(torch.allclose(first[name], second[name]) for name in first if name.endswith("weight"))
 
 
 def test_label_ranks_break_ties_towards_the_smaller_class():
@@ -186,6 +208,157 @@ def test_probe_rejects_test_labels_unseen_in_train(tmp_path):
     test = cached(tmp_path, "test", rng.standard_normal((5, 4)), np.array([0, 1, 2, 3, 0]))
     with pytest.raises(ValueError, match=r"test labels span 0\.\.3; they must lie in 0\.\.2"):
         linear_probe(train, test, ProbeConfig(epochs=1))
+
+
+def test_max_over_the_grid_is_the_best_test_accuracy_of_probes_fit_on_all_train(tmp_path):
+    rng = np.random.default_rng(0)
+    # Noise 2 around clusters 4 apart: ~80% test top-1, so the weight decays score differently.
+    train = cached(tmp_path, "train", *clusters(rng, 300, 4, 16, noise=2.0))
+    test = cached(tmp_path, "test", *clusters(rng, 300, 4, 16, noise=2.0))
+    config = ProbeConfig(lrs=(0.3,), wds=(1e-6, 0.03, 0.3), epochs=10, batch_size=32)
+    result = linear_probe(train, test, config)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # linear_probe's
+    for point in result.grid:
+        alone = fit(train, np.arange(len(train)), [(point.lr, point.wd)], 4, config, device)
+        assert accuracies(alone, test, np.arange(len(test)), config.chunk_rows, device) == [
+            (point.test_top1, point.test_top5)
+        ]
+    assert result.max_test_top1 == max(point.test_top1 for point in result.grid)
+    [selected] = [point for point in result.grid if (point.lr, point.wd) == (result.lr, result.wd)]
+    assert (result.test_top1, result.test_top5) == (selected.test_top1, selected.test_top5)
+    assert result.max_test_top1 >= result.test_top1
+    assert result.train_rows == len(train)
+
+
+def circles(rng: np.random.Generator, inner: int, ring: int, mirrored: bool) -> tuple:
+    """2-d points, class 0 in the unit disc and class 1 in the ring 1.5 <= r < 2.5, uniform in radius
+    and angle; ``mirrored`` adds -x for every x."""
+    radius = np.concatenate([rng.uniform(0, 1, inner), rng.uniform(1.5, 2.5, ring)])
+    angle = rng.uniform(0, 2 * np.pi, inner + ring)
+    points = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    labels = (radius > 1).astype(np.int64)
+    if mirrored:
+        return np.concatenate([points, -points]), np.concatenate([labels, labels])
+    return points, labels
+
+
+def test_mlp_probe_separates_concentric_circles_that_the_linear_probe_cannot(tmp_path):
+    rng = np.random.default_rng(0)
+    train = cached(tmp_path, "train", *circles(rng, 50, 150, mirrored=True))
+    test = cached(tmp_path, "test", *circles(rng, 500, 1500, mirrored=False))
+    config = ProbeConfig(lrs=(0.3,), wds=(1e-6,), epochs=30, batch_size=64, mlp_hidden=64)
+    linear = linear_probe(train, test, config)
+    mlp = linear_probe(train, test, dataclasses.replace(config, head="mlp"))
+    # No half-plane holds the disc without more of the ring, so the best linear rule is the
+    # majority class (the ring: 75% of test). The mirrored train set makes that the linear
+    # probe's cross-entropy optimum exactly (by symmetry W = 0, b = log-odds of the classes).
+    assert linear.test_top1 == pytest.approx(75.0)
+    assert mlp.test_top1 > 95.0
+
+
+def test_steps_and_learning_rates_follow_drop_last_and_scale_lr(tmp_path):
+    rng = np.random.default_rng(7)
+    train = cached(tmp_path, "train", *clusters(rng, 100, 3, 8))
+    epochs, batch, lr = 2, 32, 0.3
+    cases = [
+        # (rows, drop_last, scale_lr, steps per epoch, peak lr)
+        (100, True, True, 3, lr * batch / 256),  # 3 x 32 rows, the 4 left over dropped
+        (100, False, True, 4, lr * batch / 256),  # the 4 left over: a 4th step
+        (97, False, False, 3, lr),  # a single left-over row is dropped: BatchNorm cannot take it
+    ]
+    for rows, drop_last, scale_lr, steps_per_epoch, peak in cases:
+        config = ProbeConfig(
+            lrs=(lr,), wds=(0.0,), epochs=epochs, batch_size=batch, drop_last=drop_last, scale_lr=scale_lr
+        )
+        lrs = []
+        hook = register_optimizer_step_pre_hook(
+            lambda optimizer, args, kwargs: lrs.append(optimizer.param_groups[0]["lr"])
+        )
+        try:
+            fit(train, np.arange(rows), [(lr, 0.0)], 3, config, torch.device("cpu"))
+        finally:
+            hook.remove()
+        total = epochs * steps_per_epoch
+        expected = [peak * 0.5 * (1 + math.cos(math.pi * step / total)) for step in range(total)]
+        assert lrs == pytest.approx(expected), (rows, drop_last, scale_lr)
+
+
+def test_authors_tinyimagenet_preset_is_the_issl_probe():
+    preset = ProbeConfig.authors_tinyimagenet()
+    assert (preset.lrs, preset.wds, preset.epochs, preset.batch_size) == ((0.3,), (1e-4, 1e-5, 1e-6), 100, 512)
+    assert not preset.scale_lr and not preset.drop_last and preset.head == "linear"
+    changed = ProbeConfig.authors_tinyimagenet(head="mlp", epochs=1000, label_fraction=0.002)
+    assert changed == dataclasses.replace(preset, head="mlp", epochs=1000, label_fraction=0.002)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("head", "svm", "head 'svm' is not one of"),
+        ("epochs", 0, "epochs must be >= 1; got 0"),
+        ("wds", (), "at least one lr and one wd"),
+        ("val_fraction", 1.0, r"val_fraction 1\.0 must lie in \(0, 1\)"),
+        ("label_fraction", 0.0, r"label_fraction 0\.0 must lie in \(0, 1\]"),
+    ],
+)
+def test_probe_config_rejects_invalid_values_at_construction(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ProbeConfig(**{field: value})
+
+
+# ---------------------------------------------------------------- label subsets
+
+
+def test_stratified_subsets_keep_class_proportions_and_follow_their_seed():
+    counts = [1000, 500, 260, 37, 3]
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(len(counts)), counts))
+    # max(1, round(fraction x count)) per class: 26.0, 3.7 -> 4, 0.3 -> 1 (the floor), 0.52 -> 1, ...
+    expected = {0.1: [100, 50, 26, 4, 1], 0.01: [10, 5, 3, 1, 1], 0.002: [2, 1, 1, 1, 1], 1.0: counts}
+    for fraction, kept in expected.items():
+        rows = stratified_subset(labels, fraction, seed=3)
+        assert np.all(np.diff(rows) > 0) and rows[0] >= 0 and rows[-1] < len(labels)  # sorted, distinct
+        assert np.bincount(labels[rows], minlength=len(counts)).tolist() == kept, fraction
+        np.testing.assert_array_equal(stratified_subset(labels, fraction, seed=3), rows)
+        if fraction < 1:
+            assert not np.array_equal(stratified_subset(labels, fraction, seed=4), rows), fraction
+    with pytest.raises(ValueError, match=r"label fraction 1\.5 must lie in \(0, 1\]"):
+        stratified_subset(labels, 1.5, seed=0)
+
+
+def test_probe_learns_only_from_the_label_subset_of_its_seed(tmp_path):
+    rng = np.random.default_rng(8)
+    labels = rng.permutation(np.arange(400) % 4)
+    subset = stratified_subset(labels, 0.25, seed=3)
+    # Rows outside the subset sit on the cluster of the next class: a probe that learns from them
+    # (all rows, or the subset of another seed: mostly outside rows) maps clusters to wrong labels.
+    clusters_of = (labels + 1) % 4
+    clusters_of[subset] = labels[subset]
+    train = cached(tmp_path, "train", 4.0 * np.eye(8)[clusters_of] + 0.3 * rng.standard_normal((400, 8)), labels)
+    test = cached(tmp_path, "test", *clusters(rng, 200, 4, 8))
+    config = ProbeConfig(lrs=(0.3,), wds=(1e-6,), epochs=20, batch_size=16, label_fraction=0.25, subset_seed=3)
+    result = linear_probe(train, test, config)
+    assert result.train_rows == len(subset) == 100
+    assert result.test_top1 == 100.0 and result.max_test_top1 == 100.0
+
+
+def test_held_out_split_keeps_a_row_on_each_side_or_fails_clearly(tmp_path):
+    # 10% of 3 rows rounds to 0 held out: clamped to 1, leaving 2 to fit.
+    fit_rows, held_out = validation_rows(np.array([5, 9, 12]), 0.1, seed=0)
+    assert (len(fit_rows), len(held_out)) == (2, 1)
+    assert sorted([*fit_rows, *held_out]) == [5, 9, 12]
+    # 90% of 3 rows rounds to 3: clamped to 2, leaving 1 to fit.
+    assert [len(part) for part in validation_rows(np.array([5, 9, 12]), 0.9, seed=0)] == [1, 2]
+    with pytest.raises(ValueError, match=r"1 train row\(s\): selecting lr x wd on held-out rows needs at least 2"):
+        validation_rows(np.array([5]), 0.1, seed=0)
+
+    # 1% of 2 classes x 30 rows: one row per class, one to fit and one held out.
+    rng = np.random.default_rng(9)
+    train = cached(tmp_path, "train", *clusters(rng, 60, 2, 4))
+    test = cached(tmp_path, "test", *clusters(rng, 20, 2, 4))
+    config = ProbeConfig(lrs=(0.3,), wds=(1e-6,), epochs=2, label_fraction=0.01)
+    assert linear_probe(train, test, config).train_rows == 2
+    with pytest.raises(ValueError, match=r"1 train row\(s\) to fit: BatchNorm .* needs batches of at least 2 rows"):
+        linear_probe(train, test, dataclasses.replace(config, head="mlp"))
 
 
 # ---------------------------------------------------------------- k-NN
@@ -267,6 +440,32 @@ def test_probe_tool_on_digits_with_a_random_trunk(tmp_path):
     assert set(results["knn"]) == {"5", "20"} and results["knn"]["5"]["top1"] > 80.0
     for line in ("Probe of random on digits", "linear, lr ", "k-NN, k = 5 ", "k-NN, k = 20 "):
         assert line in result.stdout
+    assert "linear, max over the lr x wd grid" in result.stdout
     producer = json.loads(sidecar_path(features_dir, "test").read_text())["producer"]
     assert producer["trunk"]["checkpoint"] == "random"
     assert "Normalize(mean=[0.5, 0.5, 0.5]" in producer["transform"]  # the digits pretraining's
+
+    # The ISSL protocol with the MLP head on 10% of the labels, on the cached features.
+    subset_command = [
+        REPO / "tools" / "probe.py",
+        "--checkpoint", "random", "--data", "digits", "--features-dir", str(features_dir),
+        "--authors-protocol", "--head", "mlp", "--label-fraction", "0.1", "--epochs", "2", "--ks", "5",
+    ]  # fmt: skip
+    result = run_tool(subset_command, tmp_path, OMP_NUM_THREADS="1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "train features" not in result.stderr  # no extraction: the cache matched
+    results = json.loads((features_dir / "results.json").read_text())
+    expected = ProbeConfig.authors_tinyimagenet(head="mlp", label_fraction=0.1, epochs=2)
+    assert results["probe_config"] == json.loads(json.dumps(dataclasses.asdict(expected)))
+    assert "linear" not in results
+    mlp = results["mlp"]
+    subset = stratified_subset(load_features(features_dir, "train").labels, 0.1, seed=0)
+    assert mlp["train_rows"] == len(subset) == 142  # a tenth of each digit's 139..146 rows: 14 or 15
+    assert [(point["lr"], point["wd"]) for point in mlp["grid"]] == [(0.3, 1e-4), (0.3, 1e-5), (0.3, 1e-6)]
+    assert mlp["max_test_top1"] == max(point["test_top1"] for point in mlp["grid"])
+    for line in (
+        "142 of 1437 train (0.1 of the labels) / 360 test",
+        "mlp, lr 0.3 wd ",
+        "mlp, max over the lr x wd grid",
+    ):
+        assert line in result.stdout

@@ -1,4 +1,4 @@
-"""Linear probe and k-NN of a checkpoint's frozen trunk: ``python tools/probe.py --help``
+"""Probe (linear or MLP) and k-NN of a checkpoint's frozen trunk: ``python tools/probe.py --help``
 (:mod:`vissl_issl.evaluation.probe`)."""
 
 from vissl_issl.evaluation.probe import main

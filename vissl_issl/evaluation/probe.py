@@ -1,7 +1,8 @@
-"""Linear probe and k-NN of a plugin checkpoint's frozen trunk, on cached features.
+"""Probe (linear or MLP) and k-NN of a plugin checkpoint's frozen trunk, on cached features.
 
     python tools/probe.py --checkpoint <checkpoint.torch | random> --data <spec> [--features-dir DIR]
-                          [--config NAME] [config.X=Y ...] [--epochs N] [--batchnorm] ...
+                          [--config NAME] [config.X=Y ...] [--authors-protocol] [--head mlp]
+                          [--label-fraction F] [--epochs N] [--batchnorm] ...
 
 1. Builds the trunk as pretraining did: ``vissl.models.build_model(config.MODEL, config.OPTIMIZER).trunk``
    with ``config`` read from the ``train_config.yaml`` VISSL saved next to the checkpoint, or composed
@@ -11,9 +12,20 @@
    ``--config`` it is the digits recipe's trunk (``pretrain/dissl/dissl_resnet18_digits``).
 2. Extracts the trunk's features of the train and test splits once (float16 memmaps in the
    features dir, reused while the checkpoint, config, data and transform are unchanged).
-3. Trains the authors' linear probe (SGD, cosine, lr x wd grid selected on 10% of train, then
-   retrained on all of train) and runs cosine k-NN; prints top-1/top-5 on the test split and
-   writes ``results.json`` in the features dir.
+3. Trains the authors' probe (:mod:`~vissl_issl.evaluation.linear_probe`: SGD, cosine, every
+   point of an lr x wd grid trained on 90% of train to select one and on all of train to score
+   each on test) and runs cosine k-NN; prints top-1/top-5 on the test split and writes
+   ``results.json`` in the features dir: the data, the probe config, the probe's result (under the
+   head's name, ``linear`` or ``mlp``: the selected point's test accuracy, the max over the grid,
+   and every point's held-out and test accuracy) and k-NN's.
+
+The probe is the FORK's ImageNet linear probe (lr x wd grid, batch 2048, lr scaled by batch / 256)
+unless ``--authors-protocol`` asks for the ISSL TinyImageNet one (lr 0.3 as is, wd in {1e-4, 1e-5,
+1e-6}, batch 512, 100 epochs; the paper reports the max over wd); ``--lrs``, ``--wds``, ``--epochs``
+and ``--batch-size`` override either. ``--head mlp`` trains the ISSL MLP probe (2 hidden layers of
+2048, BN, ReLU) instead of a linear one. ``--label-fraction F`` (with ``--subset-seed``) makes the
+probe and k-NN learn from a stratified subset of the train labels (every class keeps
+``max(1, round(F x its rows))``); the test split stays whole.
 
 Data specs (test split in brackets), all read without downloading:
 
@@ -38,6 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import vissl_issl.plugin  # noqa: F401  (registers the plugin's trunks and the digits source)
 from vissl_issl.plugin.launcher import compose
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
@@ -49,9 +62,18 @@ from vissl.models import build_model
 
 from vissl_issl.checkpoints import CheckpointError, read_vissl_model
 from vissl_issl.data.digits import DigitsDataset
-from vissl_issl.evaluation.features import Producer, cache_matches, extract_features, load_features
+from vissl_issl.evaluation.features import Features, Producer, cache_matches, extract_features, load_features
 from vissl_issl.evaluation.knn import DEFAULT_KS, DEFAULT_TEMPERATURE, knn_accuracy
-from vissl_issl.evaluation.linear_probe import AUTHORS_LRS, AUTHORS_WDS, ProbeConfig, linear_probe
+from vissl_issl.evaluation.linear_probe import (
+    AUTHORS_LRS,
+    AUTHORS_WDS,
+    HEADS,
+    TINYIMAGENET_LR,
+    TINYIMAGENET_WDS,
+    ProbeConfig,
+    linear_probe,
+)
+from vissl_issl.evaluation.subsets import stratified_subset
 
 RANDOM = "random"
 RANDOM_DEFAULT_CONFIG = "pretrain/dissl/dissl_resnet18_digits"
@@ -60,6 +82,11 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DIGITS_MEAN, DIGITS_STD = [0.5] * 3, [0.5] * 3
 TORCHVISION_SETS = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 DATA_KINDS = ("digits", "folder", "cifar10", "cifar100", "stl10")
+PRESET_OPTIONS = ("lrs", "wds", "epochs", "batch_size")  # None unless given: the preset's value then
+
+
+def fmt(values: Sequence[float]) -> str:
+    return " ".join(f"{value:g}" for value in values)
 
 
 class DigitsSplit(Dataset):
@@ -180,12 +207,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, help="CenterCrop size (folder: 224)")
     parser.add_argument("--extract-batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="data loader processes")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=2048, help="probe batch; lr is scaled by batch / 256")
-    parser.add_argument("--lrs", type=float, nargs="+", default=list(AUTHORS_LRS))
-    parser.add_argument("--wds", type=float, nargs="+", default=list(AUTHORS_WDS))
-    parser.add_argument("--batchnorm", action="store_true", help="BatchNorm1d(affine=False) before the linear map")
+    parser.add_argument(
+        "--authors-protocol", action="store_true", help="the ISSL TinyImageNet probe instead of the FORK's ImageNet one"
+    )
+    parser.add_argument("--head", choices=HEADS, default="linear", help="mlp: 2 hidden layers of 2048, BN, ReLU")
+    parser.add_argument("--epochs", type=int, help="default 100")
+    parser.add_argument("--batch-size", type=int, help="probe batch (default 2048; --authors-protocol 512)")
+    parser.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        help=f"default {fmt(AUTHORS_LRS)}, x batch / 256; --authors-protocol {TINYIMAGENET_LR:g}, as is",
+    )
+    parser.add_argument(
+        "--wds", type=float, nargs="+", help=f"default {fmt(AUTHORS_WDS)}; --authors-protocol {fmt(TINYIMAGENET_WDS)}"
+    )
+    parser.add_argument("--batchnorm", action="store_true", help="BatchNorm1d(affine=False) before the head")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="part of train held out to select lr x wd")
+    parser.add_argument("--label-fraction", type=float, default=1.0, help="learn from this stratified part of train")
+    parser.add_argument("--subset-seed", type=int, default=0, help="which rows --label-fraction keeps")
     parser.add_argument("--seed", type=int, default=0, help="the held-out split, probe init and shuffling")
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS))
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
@@ -212,13 +252,44 @@ def cached_splits(args: argparse.Namespace, features_dir: Path) -> Dict[str, Any
     return {split: load_features(features_dir, split) for split in SPLITS}
 
 
+def probe_config(args: argparse.Namespace) -> ProbeConfig:
+    """``ProbeConfig()`` or, with ``--authors-protocol``, the ISSL TinyImageNet preset, with the
+    options given on the command line replacing their fields."""
+    preset = ProbeConfig.authors_tinyimagenet() if args.authors_protocol else ProbeConfig()
+    given = {name: getattr(args, name) for name in PRESET_OPTIONS if getattr(args, name) is not None}
+    return dataclasses.replace(
+        preset,
+        head=args.head,
+        batchnorm=args.batchnorm,
+        val_fraction=args.val_fraction,
+        label_fraction=args.label_fraction,
+        subset_seed=args.subset_seed,
+        chunk_rows=args.chunk_rows,
+        seed=args.seed,
+        **given,
+    )
+
+
+def label_subset(train: Features, config: ProbeConfig) -> Features:
+    """The train rows the probe learns from, for k-NN to see the same labels (in memory: a subset)."""
+    if config.label_fraction == 1:
+        return train
+    rows = stratified_subset(train.labels, config.label_fraction, config.subset_seed)
+    return Features(np.asarray(train.features[rows]), np.asarray(train.labels[rows]))
+
+
 def report(args: argparse.Namespace, results: Dict[str, Any]) -> str:
-    linear = results["linear"]
+    config = results["probe_config"]
+    probe = results[config["head"]]
+    learnt_from = f"{results['train_count']} train"
+    if config["label_fraction"] < 1:
+        learnt_from = f"{probe['train_rows']} of {learnt_from} ({config['label_fraction']:g} of the labels)"
+    selected = "%s, lr %g wd %g (%d epochs)" % (config["head"], probe["lr"], probe["wd"], config["epochs"])
     lines = [
         f"Probe of {args.checkpoint} on {args.data} ({results['dim']}-d features, "
-        f"{results['train_count']} train / {results['test_count']} test):",
-        f"  {'linear, lr %g wd %g (%d epochs)' % (linear['lr'], linear['wd'], args.epochs):<40}"
-        f"top-1 {linear['test_top1']:6.2f}%   top-5 {linear['test_top5']:6.2f}%",
+        f"{learnt_from} / {results['test_count']} test):",
+        f"  {selected:<40}top-1 {probe['test_top1']:6.2f}%   top-5 {probe['test_top5']:6.2f}%",
+        f"  {'%s, max over the lr x wd grid' % config['head']:<40}top-1 {probe['max_test_top1']:6.2f}%",
     ]
     for k, scores in results["knn"].items():
         name = f"k-NN, k = {k} (T {args.temperature:g})"
@@ -228,28 +299,23 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    try:
+        config = probe_config(args)
+    except ValueError as error:  # before the minutes of feature extraction
+        raise SystemExit(f"probe options: {error}")
     features_dir = args.features_dir or default_features_dir(args.checkpoint, args.data)
     splits = cached_splits(args, features_dir)
-    probe_config = ProbeConfig(
-        lrs=args.lrs,
-        wds=args.wds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        batchnorm=args.batchnorm,
-        val_fraction=args.val_fraction,
-        chunk_rows=args.chunk_rows,
-        seed=args.seed,
-    )
-    linear = linear_probe(splits["train"], splits["test"], probe_config)
-    knn = knn_accuracy(splits["train"], splits["test"], args.ks, args.temperature, train_chunk=args.chunk_rows)
+    probe = linear_probe(splits["train"], splits["test"], config)
+    knn_train = label_subset(splits["train"], config)
+    knn = knn_accuracy(knn_train, splits["test"], args.ks, args.temperature, train_chunk=args.chunk_rows)
     results = {
         "checkpoint": args.checkpoint,
         "data": args.data,
         "dim": splits["train"].dim,
         "train_count": len(splits["train"]),
         "test_count": len(splits["test"]),
-        "probe_config": dataclasses.asdict(probe_config),
-        "linear": dataclasses.asdict(linear),
+        "probe_config": dataclasses.asdict(config),
+        config.head: dataclasses.asdict(probe),
         "knn": {k: {"top1": top1, "top5": top5} for k, (top1, top5) in knn.items()},
         "knn_temperature": args.temperature,
     }
