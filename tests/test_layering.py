@@ -30,6 +30,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "plugin": {"maths", "architectures", "config", "schedules", "optim", "data", "checkpoints", "losses", "compat"},
     "evaluation": {"checkpoints", "data", "plugin"},
     "compression": {"maths", "architectures", "checkpoints", "evaluation", "plugin"},
+    "experiments": {"evaluation", "plugin"},
 }
 VISSL_PACKAGES = ("vissl", "classy_vision", "fairscale")
 

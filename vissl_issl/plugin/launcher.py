@@ -66,3 +66,12 @@ def hydra_main(overrides: List[str]):
         engine_name=args.engine_name,
         hook_generator=hook_generator,
     )
+
+
+if __name__ == "__main__":
+    # ``python -m vissl_issl.plugin.launcher config=...``: the launcher without the repository's tools/.
+    import sys
+
+    import vissl_issl.plugin  # noqa: F401  (spawned ranks re-import this module and register)
+
+    hydra_main(overrides=sys.argv[1:])
