@@ -113,3 +113,13 @@ def test_dino_has_the_authors_head_and_schedules():
 def test_bad_settings_fail_at_composition_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
         composed("dino/dino_resnet18_tinyimagenet", *overrides)
+
+
+def test_cissl_checks_the_student_head_against_the_probe_it_names():
+    config = composed("cissl/cissl_mlp_resnet18_tinyimagenet")
+    assert config.LOSS.cissl_loss.probe == "mlp"
+    assert [module[1]["dims"] for module in config.MODEL.HEAD.PARAMS[1]] == [[512, 2048, 2048], [2048, 128]]
+    with pytest.raises(ConfigError, match=r"config\.MODEL\.HEAD\.PARAMS\[1\]\[0\] = mlp .* is not linear"):
+        composed("cissl/cissl_mlp_resnet18_tinyimagenet", "config.LOSS.cissl_loss.probe=linear")
+    with pytest.raises(ConfigError, match=r"config\.LOSS\.cissl_loss\.probe='svm' must be one of"):
+        composed("cissl/cissl_resnet18_tinyimagenet", "config.LOSS.cissl_loss.probe=svm")

@@ -41,19 +41,32 @@ class CISSLLoss(ContrastiveISSLLoss):
     teacher side only, as here).
 
     ``forward([teacher, student], target)``: both ``(2 * B, D)``, crop-major, un-normalised; target
-    ignored; returns a fp32 scalar. The plugin launcher checks that the student head in
-    ``MODEL.HEAD.PARAMS[1]`` is linear.
+    ignored; returns a fp32 scalar. With ``probe: linear`` the plugin launcher checks that the
+    student head in ``MODEL.HEAD.PARAMS[1]`` is linear.
 
     Config (``LOSS.cissl_loss``):
         temperature (float): 0.1 (the fork's ImageNet value; ISSL used 0.07 on TinyImageNet).
+        probe (str): the downstream probe the student head matches: ``linear`` (checked) or ``mlp``
+            (any student head: the authors' ``cissl_mlp`` of Fig. 7c, probed by an MLP).
     """
 
     NAME = "cissl_loss"
+    DEFAULTS = {**ContrastiveISSLLoss.DEFAULTS, "probe": "linear"}
+    PROBES = ("linear", "mlp")
+
+    def __init__(self, temperature: float, probe: str = "linear"):
+        super().__init__(temperature)
+        if probe not in self.PROBES:
+            raise ConfigError(f"{self.key('probe')}={probe!r} must be one of {self.PROBES}")
+        self.probe = probe
 
     @classmethod
     def infer(cls, config, block) -> None:
         super().infer(config, block)
-        check_linear_head(config.MODEL.HEAD.PARAMS[1], "config.MODEL.HEAD.PARAMS[1]")
+        if block.probe not in cls.PROBES:
+            raise ConfigError(f"{cls.key('probe')}={block.probe!r} must be one of {cls.PROBES}")
+        if block.probe == "linear":
+            check_linear_head(config.MODEL.HEAD.PARAMS[1], "config.MODEL.HEAD.PARAMS[1]")
 
     def objective(self, logits: torch.Tensor) -> torch.Tensor:
         own, other = (column.unsqueeze(1) for column in view_columns(len(logits), logits.device))
