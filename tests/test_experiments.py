@@ -111,9 +111,9 @@ def test_a_killed_run_resumes_and_reports_a_table_and_both_figures(tmp_path):
     script.write_text(TINY_RUN)
     argv = [script, f"tinyimagenet:{tmp_path / 'tin'}", out]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # Killed (with the launcher it started) once the second run is pretraining.
+    # Killed (with the launcher it started) once the second run (seed 1 of the second cell) is pretraining.
     pid = preloaded().start(argv, tmp_path, env, tmp_path / "killed.out", tmp_path / "killed.err")
-    second = out / "tiny" / "z_512" / "seed2"
+    second = out / "tiny" / "z_128" / "seed1"
     deadline = time.time() + 600
     while not second.is_dir() and alive(pid) and time.time() < deadline:
         time.sleep(0.5)
@@ -126,7 +126,7 @@ def test_a_killed_run_resumes_and_reports_a_table_and_both_figures(tmp_path):
     resumed = run_tool(argv, tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert first.stat().st_mtime_ns == done_before  # the finished run was skipped
-    assert "[2/4] tiny: z=512, seed 2" in resumed.stdout and "[1/4]" not in resumed.stdout
+    assert "[2/4] tiny: z=128, seed 1" in resumed.stdout and "[1/4]" not in resumed.stdout
 
     probes = (Probe("linear", 1.0), Probe("linear", 0.5))
     experiment = Experiment("tiny", "two cells", tuple(

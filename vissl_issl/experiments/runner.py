@@ -161,7 +161,8 @@ def run(
 ) -> None:
     """Pretrains and probes every cell x seed not done yet (see the module doc)."""
     overrides = {cell: launcher_overrides(cell, data, extra) for cell in experiment.cells}
-    plan: List[Tuple[Cell, int]] = [(cell, seed) for cell in experiment.cells for seed in seeds]
+    # Seed by seed: a run stopped part-way has whole tables of its first seeds.
+    plan: List[Tuple[Cell, int]] = [(cell, seed) for seed in seeds for cell in experiment.cells]
     spent: List[float] = []
     for index, (cell, seed) in enumerate(plan, start=1):
         directory = run_dir(out, experiment, cell, seed)
