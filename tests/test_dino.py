@@ -21,19 +21,12 @@ from vissl.losses.dino_loss import DINOLoss
 from vissl.models import build_model
 
 from conftest import TINY, launch, logged
+from vissl_issl.experiments.runner import DIGITS_DATA
 
 RECIPE = "dino/dino_resnet18_tinyimagenet"
 # The TinyImageNet recipe on the embedded digits at 16 px on CPU, 30 epochs (a tenth of 300).
 DIGITS = [
-    "config.DATA.TRAIN.DATA_SOURCES=[sklearn_digits]",
-    "config.DATA.TRAIN.DATASET_NAMES=[sklearn_digits]",
-    "config.DATA.TRAIN.TRANSFORMS.0.size=16",
-    "config.DATA.TRAIN.TRANSFORMS.2.mean=[0.5,0.5,0.5]",
-    "config.DATA.TRAIN.TRANSFORMS.2.std=[0.5,0.5,0.5]",
-    "config.DATA.NUM_DATALOADER_WORKERS=0",
-    "config.MODEL.AMP_PARAMS.USE_AMP=False",
-    "config.MACHINE.DEVICE=cpu",
-    "config.DISTRIBUTED.BACKEND=gloo",
+    *DIGITS_DATA,
     "config.OPTIMIZER.num_epochs=30",
     "config.OPTIMIZER.lr_schedule.warmup_epochs=1",
     "config.LOSS.dino_loss.teacher_temp_warmup_epochs=5",
