@@ -62,6 +62,17 @@ def test_every_cell_composes_in_the_digits_edition(name):
         assert launcher_overrides(cell, Data("digits"), ())[0] == f"config=pretrain/{cell.recipe}"
 
 
+def test_a_probed_run_keeps_only_its_final_checkpoint(tmp_path):
+    from vissl_issl.experiments.runner import prune_intermediate_checkpoints
+
+    final = "model_final_checkpoint_phase14.torch"
+    for name in ("model_phase0.torch", "model_phase10.torch", "model_iteration5.torch", final):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "checkpoint.torch").symlink_to(tmp_path / final)
+    prune_intermediate_checkpoints(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint.torch", final]
+
+
 TINY_RUN = textwrap.dedent(
     """
     import sys

@@ -4,7 +4,9 @@ Layout: ``<out>/<experiment>/<cell>/seed<k>/`` is a run's VISSL checkpoint dir (
 checkpoints, logs), its cached features (``features/``) and ``probes.json``. A run whose final
 checkpoint exists is not pretrained again; one that was killed resumes from its last checkpoint
 (VISSL's ``AUTO_RESUME``); a run whose ``probes.json`` holds every probe is skipped. So ``run``
-can be killed at any moment and started again with the same arguments.
+can be killed at any moment and started again with the same arguments. Once a run is probed, its
+intermediate checkpoints are deleted (they only served resuming; 160 MB each for a ResNet-18 with
+Adam, 30 GB over the four experiments' 3 seeds); the final one stays.
 
 Data (``--data``):
 
@@ -118,6 +120,13 @@ def pretrained(directory: Path) -> Optional[Path]:
     return finals[-1] if finals else None
 
 
+def prune_intermediate_checkpoints(directory: Path) -> None:
+    final = pretrained(directory)
+    for path in directory.glob("model_*.torch"):
+        if path != final:
+            path.unlink()
+
+
 def pretrain(overrides: List[str], directory: Path, seed: int, slurm: bool) -> None:
     command = [sys.executable, "-m", "vissl_issl.plugin.launcher", *overrides]
     command += [f"config.CHECKPOINT.DIR='{directory}'", f"config.SEED_VALUE={seed}"]
@@ -183,4 +192,5 @@ def run(
         record["overrides"] = overrides[cell]
         record["probes"] = probe_run(cell, data, directory, seed, workers)
         probes_file.write_text(json.dumps(record, indent=2))
+        prune_intermediate_checkpoints(directory)
         spent.append(time.time() - start)
