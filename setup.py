@@ -18,6 +18,9 @@ setup(
     package_data={"vissl_issl.hydra_configs": ["config/**/*.yaml"]},
     install_requires=[
         "vissl==0.1.6",
+        # VISSL imports pkg_resources (and its test suite uses it) without declaring it;
+        # setuptools 81 dropped pkg_resources.
+        "setuptools<81",
         "torch>=2.1",
         "torchvision",
         "hydra-core>=1.3,<1.4",
@@ -30,5 +33,5 @@ setup(
         "tqdm",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6"]},
 )

@@ -34,6 +34,15 @@ DISSL_DIGITS = "pretrain/dissl/dissl_resnet18_digits"
 TINY_DISSL = [f"config={DISSL_DIGITS}", *TINY]
 
 
+def pytest_collection_modifyitems(config, items):
+    """``soak`` tests (long variants) run only when ``-m`` names them: ``pytest -m soak``."""
+    if "soak" in config.option.markexpr:
+        return
+    kept = [item for item in items if item.get_closest_marker("soak") is None]
+    config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("soak")])
+    items[:] = kept
+
+
 @functools.lru_cache(maxsize=None)
 def preloaded() -> Server:
     """This pytest process's server of preloaded interpreters (see preloaded.py), started on first use."""

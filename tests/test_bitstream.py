@@ -155,6 +155,27 @@ def test_unknown_version_is_rejected(tmp_path):
     assert_rejected(path, "unsupported version 2")
 
 
+def consistent(path: Path, header: bytes) -> None:
+    """Rewrite ``path`` with ``header`` as its JSON header, no records and a valid CRC."""
+    body = struct.pack(">8sHI", MAGIC, 1, len(header)) + header
+    path.write_bytes(body + struct.pack(">I", zlib.crc32(body)))
+
+
+def test_a_header_nested_deeper_than_python_recurses_is_rejected(tmp_path):
+    path = tmp_path / "codes.bin"
+    consistent(path, b"[" * 100_000)
+    assert_rejected(path, "unreadable header")
+
+
+@pytest.mark.parametrize("field", ["count", "shape"])
+def test_booleans_are_not_sizes(tmp_path, field):
+    header = {"count": 0, "shape": [16], "meta": {}}
+    header[field] = True if field == "count" else [True]
+    path = tmp_path / "codes.bin"
+    consistent(path, json.dumps(header).encode())
+    assert_rejected(path, f"{field} .*True.* is not")
+
+
 # ---------------------------------------------------------------- atomic writes
 
 

@@ -9,12 +9,16 @@ torchvision / release state dicts, with one error for anything else.
 - A state dict (key -> tensor): torchvision's ResNet layout or the authors' release layout, as
   :func:`vissl_issl.hub.read_weights_file` takes it.
 
-Plain torch only: the hub reads checkpoints without VISSL.
+Weights that do not fit what they are loaded into (another method's checkpoint, another trunk)
+fail with :func:`check_fits`, which names the file, what it holds (the loss, trunk and heads of the
+``train_config.yaml`` VISSL saves beside a checkpoint) and what was expected.
+
+Plain torch only (PyYAML to read a ``train_config.yaml``): the hub reads checkpoints without VISSL.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
@@ -22,6 +26,7 @@ StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
 
 MODEL_KEYS = ("classy_state_dict", "base_model", "model")
+TRAIN_CONFIG_NAME = "train_config.yaml"
 READABLE_TYPES = ("consolidated",)
 SHARDED_TYPES = ("shard", "shard_list", "slice", "slice_list")
 
@@ -109,3 +114,65 @@ def read_state_dict(path: PathLike, source: Optional[str] = None) -> StateDict:
             f"{source or path} is a VISSL checkpoint, not a state dict: load it with from_checkpoint."
         )
     return check_state_dict(content, source or path)
+
+
+def mismatches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> List[str]:
+    """What keeps ``state`` from loading strictly into a module whose state dict is ``expected``:
+    missing keys, unexpected keys, differing shapes; empty when it fits."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key}: {tuple(state[key].shape)} in the file, {tuple(value.shape)} in the model"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    labelled = (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
+    return [f"{label} {listing(keys)}" for label, keys in labelled if keys]
+
+
+def train_config_path(checkpoint: PathLike) -> Path:
+    """Where VISSL writes the run's config: next to its checkpoints."""
+    return Path(checkpoint).parent / TRAIN_CONFIG_NAME
+
+
+def describe_run(config: Mapping[str, Any]) -> str:
+    """The loss, trunk and heads of a VISSL config (``cfg.config``, or a ``train_config.yaml``):
+    ``loss dissl_loss, trunk tv_resnet (depth 18), heads [mlp, mlp] [mlp]``."""
+    model = config["MODEL"]
+    trunk = model["TRUNK"]
+    depths = {"tv_resnet": "TV_RESNET", "resnet": "RESNETS", "resnet_resizer": "RESNETS"}
+    depth = (trunk.get(depths.get(trunk["NAME"], "")) or {}).get("DEPTH")
+    params = model["HEAD"]["PARAMS"]
+    heads = " ".join(
+        "[" + ", ".join(module[0] for module in (head if isinstance(head[0], list) else [head])) + "]"
+        for head in params
+    )
+    return (
+        f"loss {config['LOSS']['name']}, trunk {trunk['NAME']}"
+        + (f" (depth {depth})" if depth is not None else "")
+        + f", heads {heads or 'none'}"
+    )
+
+
+def describe_checkpoint(checkpoint: PathLike) -> str:
+    """What a checkpoint's run trained, from the ``train_config.yaml`` beside it."""
+    import yaml  # here: the hub's release entrypoints work without PyYAML
+
+    path = train_config_path(checkpoint)
+    if not path.is_file():
+        return f"no {TRAIN_CONFIG_NAME} beside it says what it trained"
+    with open(path) as file:
+        return f"its {TRAIN_CONFIG_NAME} trained {describe_run(yaml.safe_load(file))}"
+
+
+def check_fits(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], part: str, checkpoint: PathLike, into: str
+) -> None:
+    """Raises a CheckpointError naming ``checkpoint`` when its ``part`` (``trunk``, ``heads``) does
+    not load strictly into ``expected``, the state dict of ``into`` (e.g. "the trunk of loss
+    cissl_loss, trunk tv_resnet ...")."""
+    problems = mismatches(expected, state)
+    if problems:
+        raise CheckpointError(
+            f"{checkpoint}: its {part} does not fit {into} ({'; '.join(problems)}); {describe_checkpoint(checkpoint)}."
+        )

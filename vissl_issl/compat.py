@@ -1,15 +1,16 @@
-"""Shims that let VISSL 0.1.6 (2021) run on today's Python, torch, numpy and setuptools.
+"""Shims that let VISSL 0.1.6 (2021) run on today's Python, torch and numpy, without apex.
 
 ``import vissl_issl.plugin`` calls :func:`apply_all` before anything imports VISSL. Each shim is one
 small function that checks whether it is needed and does nothing otherwise, so the same code runs
-on stacks that still have what VISSL expects (and on stacks with apex).
+on stacks that still have what VISSL expects (and on stacks with apex). No shim stands in for a
+whole module: each adds only what VISSL calls, to the module it calls it on.
 """
 
 import importlib.util
+import logging
 import sys
-import types
 import warnings
-from importlib import metadata, resources
+from importlib import metadata
 
 
 def _importable(name: str) -> bool:
@@ -31,32 +32,32 @@ def alias_kinetics400() -> bool:
     return True
 
 
-def provide_pkg_resources() -> bool:
-    """setuptools >= 81 no longer ships ``pkg_resources``, which ``vissl.utils.misc`` imports
-    (so every VISSL import fails). VISSL only calls ``resource_filename`` and
-    ``get_distribution``; both have exact standard-library equivalents."""
+def _setuptools() -> str:
+    try:
+        return f"setuptools {metadata.version('setuptools')}"
+    except metadata.PackageNotFoundError:
+        return "no setuptools"
+
+
+def require_pkg_resources() -> None:
+    """``vissl.utils.misc`` imports ``pkg_resources`` on every VISSL import, VISSL's own test suite
+    and other libraries use much more of it (``resource_isdir``/``resource_listdir``,
+    ``declare_namespace``, ``fixup_namespace_packages``, ...), and setuptools 81 removed it.
+
+    The plugin therefore requires ``setuptools<81`` (``setup.py``): the real module serves every
+    library in the process. A complete equivalent would be a copy of setuptools' 3,700-line module,
+    and a partial stand-in under that name in ``sys.modules`` turns the ``ImportError`` that other
+    code handles into an ``AttributeError``. If setuptools >= 81 is forced anyway, this raises a
+    ``ModuleNotFoundError`` for ``pkg_resources`` naming the fix, instead of VISSL's bare one from
+    deep in its imports; it changes nothing in the process either way.
+    """
     if sys.modules.get("pkg_resources") is not None or _importable("pkg_resources"):
-        return False
-
-    class DistributionNotFound(Exception):
-        pass
-
-    def resource_filename(package: str, resource: str) -> str:
-        return str(resources.files(package) / resource)
-
-    def get_distribution(name: str):
-        try:
-            return types.SimpleNamespace(version=metadata.version(name), project_name=name)
-        except metadata.PackageNotFoundError as error:
-            raise DistributionNotFound(name) from error
-
-    module = types.ModuleType("pkg_resources")
-    module.__doc__ = "vissl_issl's stand-in for the two pkg_resources calls VISSL makes."
-    module.resource_filename = resource_filename
-    module.get_distribution = get_distribution
-    module.DistributionNotFound = DistributionNotFound
-    sys.modules["pkg_resources"] = module
-    return True
+        return
+    raise ModuleNotFoundError(
+        f"vissl_issl: VISSL 0.1.6 imports pkg_resources, which this environment lacks ({_setuptools()} installed; "
+        "setuptools 81 removed it): install 'setuptools<81', a requirement of vissl_issl (tools/env.sh installs it)",
+        name="pkg_resources",
+    )
 
 
 def restore_numpy_aliases() -> bool:
@@ -118,6 +119,45 @@ def larc_without_apex() -> bool:
     return True
 
 
+def _pytorch_for_apex(config, section: str, enabled_key: str, type_key: str) -> None:
+    """Switches ``config.MODEL.<section>.<type_key>`` from apex to pytorch where it is enabled."""
+    keys = config["MODEL"][section]
+    if keys[enabled_key] and keys[type_key] == "apex":
+        keys[type_key] = "pytorch"
+        logging.warning(f"apex is not installed: config.MODEL.{section}.{type_key}=apex runs PyTorch's implementation")
+
+
+def amp_and_sync_bn_without_apex() -> bool:
+    """Many stock VISSL configs ask for apex AMP (``MODEL.AMP_PARAMS.AMP_TYPE`` defaults to apex) or
+    apex SyncBN; without apex VISSL's task raises "Apex is not available" when built, or fails
+    converting BatchNorm. Without apex, every ``SelfSupervisionTask`` (FSDP and SDP tasks
+    included) switches those keys of its config to "pytorch" right where VISSL reads them
+    (``set_amp_args``, ``_build_model``), with one warning per key switched. So a config from VISSL's
+    own ``convert_to_attrdict`` (its tools, tests, notebooks) runs as one from the plugin launcher
+    does: PyTorch's AMP (``task.amp_type``, ``task.amp_grad_scaler``) and PyTorch's SyncBN. VISSL's
+    config inference is left as it is; the task's config, which later readers (the FSDP task's
+    mixed-precision check) see, says what runs. With apex installed nothing changes.
+    """
+    if _importable("apex"):
+        return False
+    from vissl.trainer.train_task import SelfSupervisionTask
+
+    set_amp_args = SelfSupervisionTask.set_amp_args
+    build_model = SelfSupervisionTask._build_model
+
+    def set_amp_args_without_apex(self) -> None:
+        _pytorch_for_apex(self.config, "AMP_PARAMS", "USE_AMP", "AMP_TYPE")
+        set_amp_args(self)
+
+    def build_model_without_apex(self):
+        _pytorch_for_apex(self.config, "SYNC_BN_CONFIG", "CONVERT_BN_TO_SYNC_BN", "SYNC_BN_TYPE")
+        return build_model(self)
+
+    SelfSupervisionTask.set_amp_args = set_amp_args_without_apex
+    SelfSupervisionTask._build_model = build_model_without_apex
+    return True
+
+
 def broadcast_checkpoints_as_buffers() -> bool:
     """classy_vision's ``broadcast_object``, which every checkpoint load (AUTO_RESUME included)
     goes through, builds its byte tensor with ``torch.ByteTensor(memoryview)``: one Python object
@@ -162,8 +202,9 @@ def apply_all() -> None:
         # Importing VISSL warns on every run about APIs it uses that are deprecated upstream.
         warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated.*")
+        require_pkg_resources()
         alias_kinetics400()
-        provide_pkg_resources()
         restore_numpy_aliases()
         larc_without_apex()
+        amp_and_sync_bn_without_apex()
         broadcast_checkpoints_as_buffers()

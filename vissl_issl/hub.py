@@ -18,7 +18,6 @@ Only torch, torchvision and the standard library are imported (PyYAML only to re
 :mod:`vissl_issl.architectures.resnet`, the one the ``tv_resnet`` trunk is built from.
 """
 
-from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
 import torch
@@ -32,15 +31,16 @@ from vissl_issl.checkpoints import (
     StateDict,
     check_state_dict,
     listing,
+    mismatches,
     read_state_dict,
     read_vissl_model,
+    train_config_path,
 )
 
 VISSL_PREFIX = "_feature_blocks."
 VISSL_RESIZER_PREFIX = "_feature_blocks.resizer."
 TORCHVISION_RESIZER_PREFIX = "avgpool.0."
 RELEASE_RESIZER_PREFIX = "resizer."
-TRAIN_CONFIG_NAME = "train_config.yaml"
 
 # The only MODEL.TRUNK.RESNETS values under which VISSL's ResNeXt is torchvision's ResNet.
 PLAIN_RESNETS = {"WIDTH_MULTIPLIER": 1, "GROUPS": 1, "WIDTH_PER_GROUP": 64, "NORM": "BatchNorm", "LAYER4_STRIDE": 2}
@@ -95,24 +95,26 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: Pa
     """``model.load_state_dict(state, strict=True)``; any missing, unexpected or wrong-shape key
     raises a CheckpointError naming ``source`` and the keys (in torchvision's layout)."""
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    wrong_shapes = [
-        f"{key}: {tuple(state[key].shape)} in the file, {tuple(value.shape)} in the model"
-        for key, value in expected.items()
-        if key in state and state[key].shape != value.shape
-    ]
-    if missing or unexpected or wrong_shapes:
-        problems = [
-            f"{label} {listing(keys)}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", wrong_shapes))
-            if keys
-        ]
+    problems = mismatches(expected, state)
+    if problems:
         raise CheckpointError(
-            f"{source} does not fit the model ({'; '.join(problems)}). Keys are in torchvision's layout, where "
-            "the resizer is avgpool.0.; only plain ResNets (width multiplier 1, one group, BatchNorm) convert."
+            f"{source} does not fit the model ({'; '.join(problems)}): the file holds {describe_weights(state)}, "
+            f"the model is {describe_weights(expected)}. Keys are in torchvision's layout, where the resizer is "
+            "avgpool.0.; only plain ResNets (width multiplier 1, one group, BatchNorm) convert."
         )
     model.load_state_dict(state, strict=True)
+
+
+def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
+    """The ResNet that torchvision-layout weights are, in words (the maxpool, which weights cannot
+    tell, left out)."""
+    try:
+        arch = arch_from_state_dict(state, maxpool=True, source="the weights")
+    except CheckpointError:
+        return "no ResNet that this hub builds"
+    stem = "3x3 stride-1 stem" if arch.small_image_stem else "7x7 stride-2 stem"
+    resizer = f"resizer {arch.trunk_dim}->{arch.resizer[0]}->{arch.resizer[1]}" if arch.resizer else "no resizer"
+    return f"a ResNet-{arch.depth}, {stem}, {resizer}: {arch.feature_dim}-d features"
 
 
 def _shape(state: Mapping[str, torch.Tensor], key: str, source: PathLike) -> Tuple[int, ...]:
@@ -197,11 +199,6 @@ def arch_from_train_config(path: PathLike) -> ResNetArch:
     raise CheckpointError(
         f"{path}: MODEL.TRUNK.NAME={name!r} does not convert; only resnet, resnet_resizer and tv_resnet do."
     )
-
-
-def train_config_path(checkpoint: PathLike) -> Path:
-    """Where VISSL writes the run's config: next to its checkpoints."""
-    return Path(checkpoint).parent / TRAIN_CONFIG_NAME
 
 
 def load_checkpoint(path: PathLike, maxpool: Optional[bool] = None) -> Tuple[ResNet, ResNetArch]:

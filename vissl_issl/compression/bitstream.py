@@ -29,9 +29,13 @@ payload rate + 8 bits as N grows for records under 128 bytes.
 Integrity. :func:`read_records` checks the magic, the version, that the file is exactly as long as
 its header and lengths announce (truncation and trailing bytes are named as such) and the CRC-32,
 and raises ``ValueError`` naming the file and the problem before returning anything, so a caller
-never produces output from a damaged file. :func:`write_records` writes a temporary file in the
-target's directory and ``os.replace``-s it over the target only once it is complete and synced: a
-failure at any point leaves the target as it was (absent, or the previous file) and no temporary.
+never produces output from a damaged file. Any file, crafted ones with a valid CRC included, is
+read or raises that ``ValueError``, no other exception (``tests/test_bitstream_fuzz.py``). The
+records themselves are the coder's to check (:class:`vissl_issl.maths.rate.MalformedRecord`).
+
+:func:`write_records` writes a temporary file in the target's directory and ``os.replace``-s it
+over the target only once it is complete and synced: a failure at any point leaves the target as it
+was (absent, or the previous file) and no temporary.
 """
 
 import json
@@ -187,12 +191,17 @@ def write_records(path: PathLike, records: Records, shape: Tuple[int, ...], meta
 # ---------------------------------------------------------------- reading
 
 
+def is_size(value: Any) -> bool:
+    """A non-negative JSON integer (``true`` is a Python int, not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def parse_header(raw: bytes) -> Tuple[int, Tuple[int, ...], Dict[str, Any]]:
     header = json.loads(raw.decode("utf-8"))
     count, shape, meta = header["count"], header["shape"], header["meta"]
-    if not isinstance(count, int) or count < 0:
+    if not is_size(count):
         raise ValueError(f"count {count!r} is not a non-negative integer")
-    if not isinstance(shape, list) or not all(isinstance(size, int) and size >= 0 for size in shape):
+    if not isinstance(shape, list) or not all(is_size(size) for size in shape):
         raise ValueError(f"shape {shape!r} is not a list of non-negative integers")
     if not isinstance(meta, dict):
         raise ValueError(f"meta {meta!r} is not an object")
@@ -226,7 +235,7 @@ def read_container(path: PathLike) -> Container:
         raise damaged(f"truncated: the file ends inside the record lengths ({len(data)} bytes)") from None
     except KeyError as error:
         raise damaged(f"the header has no {error} field{corrupt}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, RecursionError) as error:
         raise damaged(f"unreadable header or record lengths ({error}){corrupt}") from None
     expected = payload_start + sum(lengths) + CRC.size
     if len(data) < expected:

@@ -28,8 +28,9 @@ from vissl.config import AttrDict
 from vissl.models import build_model
 
 from vissl_issl.architectures.packed_outputs import split_bottleneck
-from vissl_issl.checkpoints import read_vissl_model
+from vissl_issl.checkpoints import CheckpointError, check_fits, describe_checkpoint, describe_run, read_vissl_model
 from vissl_issl.evaluation.features import trunk_output
+from vissl_issl.maths.rate import MalformedRecord
 
 # CompressAI's coder tables, rebuilt by update(): EntropyBottleneck / GaussianConditional buffers.
 CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -55,16 +56,27 @@ def load_heads(heads: nn.ModuleList, state: Mapping[str, torch.Tensor], checkpoi
     missing, unexpected = heads.load_state_dict(kept, strict=False)
     missing = [key for key in missing if not is_coder_buffer(key)]
     if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint}: the heads do not match the config (missing {missing}, unexpected {unexpected})"
+        raise CheckpointError(
+            f"{checkpoint}: the heads do not match the config (missing {missing}, unexpected {unexpected}); "
+            f"{describe_checkpoint(checkpoint)}."
         )
 
 
 def load_model(checkpoint: str, config: AttrDict) -> nn.Module:
-    """The pretraining model with the checkpoint's trunk and heads, in eval mode, coder updated."""
+    """The pretraining model with the checkpoint's trunk and heads, in eval mode, coder updated.
+    A config without an ``entropy_bottleneck`` head, or weights that do not fit its model, raise a
+    ``CheckpointError`` naming the checkpoint, what it trained and what was expected."""
     torch.manual_seed(config.SEED_VALUE)
     model = build_model(config.MODEL, config.OPTIMIZER)
+    run = describe_run(config)
+    if not any(isinstance(head, EntropyBottleneckHead) for head in model.heads):
+        raise CheckpointError(
+            f"{checkpoint}: the config ({run}) has no entropy_bottleneck head to code with; compression takes "
+            f"the checkpoint of a compressor (a recipe with one, e.g. pretrain/feature_compressor/); "
+            f"{describe_checkpoint(checkpoint)}."
+        )
     state = read_vissl_model(checkpoint)
+    check_fits(model.trunk.state_dict(), state.trunk, "trunk", checkpoint, f"the trunk of the config, {run}")
     model.trunk.load_state_dict(state.trunk)
     load_heads(model.heads, state.heads, checkpoint)
     model.eval()
@@ -143,16 +155,25 @@ def encode_dataset(
     )
 
 
+def code_dim(model: nn.Module) -> int:
+    """``k``: the length of the codes of the model's ``entropy_bottleneck`` head."""
+    return model.heads[find_bottleneck(model)].log_scale.numel()
+
+
 @torch.no_grad()
 def decode_records(model: nn.Module, records: List[bytes], batch_size: int = 256) -> Tuple[np.ndarray, float]:
-    """``(z_hat (N, k) float32, seconds)``: the bottleneck's ``decompress`` over ``records``."""
+    """``(z_hat (N, k) float32, seconds)``: the bottleneck's ``decompress`` over ``records``. A record
+    its coder cannot have written raises :class:`MalformedRecord` with its index in ``records``."""
     head = model.heads[find_bottleneck(model)]
     device = next(model.parameters()).device
     parts, seconds = [], 0.0
     for start in range(0, len(records), batch_size):
         synchronize(device)
         began = time.perf_counter()
-        z_hat = head.decompress(records[start : start + batch_size])
+        try:
+            z_hat = head.decompress(records[start : start + batch_size])
+        except MalformedRecord as error:
+            raise MalformedRecord(start + error.index, error.problem) from None
         synchronize(device)
         seconds += time.perf_counter() - began
         parts.append(z_hat.float().cpu().reshape(len(z_hat), -1))

@@ -14,8 +14,10 @@ the checkpoint's trunk and heads. Images are the un-augmented split, transformed
   per image, in dataset order, written to the container of ``vissl_issl.compression.bitstream``
   with the code shape, the coder and a fingerprint of its state. Prints images/s and both real
   rates: payload bits/image and file bits/image.
-- ``decode``: verifies the container (truncation, corruption) and that the checkpoint's coder is the
-  one that encoded it, before writing anything; ``decompress`` -> ``z_hat`` (N, k) float32 ``.npy``.
+- ``decode``: verifies the container (truncation, corruption), that the checkpoint's coder is the
+  one that encoded it and the code shape, then ``decompress`` -> ``z_hat`` (N, k) float32 ``.npy``.
+  Any file, crafted ones included (``tests/test_bitstream_fuzz.py``), either decodes or exits with one
+  message naming it and the problem, having written nothing.
 - ``report``: on the train and test splits, the three rates of spec A.6 (estimated -log2 q under
   the prior, real payload, real file / N), encode/decode images/s, and the linear probe of
   ``tools/probe.py`` (authors' lr x wd sweep; ``--batch-size 256`` by default as in
@@ -49,9 +51,11 @@ import torchvision.transforms as T
 from torch.utils.data import Dataset, Subset
 from vissl.config import AttrDict
 
+from vissl_issl.checkpoints import CheckpointError
 from vissl_issl.compression.bitstream import ContainerSize, read_container, write_records
 from vissl_issl.compression.bottleneck import (
     Encoded,
+    code_dim,
     decode_records,
     encode_dataset,
     find_bottleneck,
@@ -85,7 +89,10 @@ def setup(args: argparse.Namespace) -> Setup:
     config, _ = probe.load_config(args.checkpoint, args.config, args.overrides)
     kind, _ = probe.parse_data(args.data) if getattr(args, "data", None) else ("digits", None)
     transform = probe.image_transform(kind, config, args.resize, args.crop)
-    model = load_model(args.checkpoint, config)
+    try:
+        model = load_model(args.checkpoint, config)
+    except CheckpointError as error:
+        raise SystemExit(f"--checkpoint: {error}")
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     steps = transform.transforms
     return Setup(model, config, T.Compose(steps[:-2]), T.Compose(steps[-2:]))
@@ -97,7 +104,8 @@ def limited(dataset: Dataset, limit: Optional[int]) -> Dataset:
 
 def split_datasets(args: argparse.Namespace, transform: T.Compose) -> Dict[str, Dataset]:
     kind, root = probe.parse_data(args.data)
-    return {split: limited(dataset, args.limit) for split, dataset in probe.datasets(kind, root, transform).items()}
+    splits = probe.datasets(kind, root, transform, args.max_broken_fraction)
+    return {split: limited(dataset, args.limit) for split, dataset in splits.items()}
 
 
 def coder_fingerprint(model: nn.Module) -> str:
@@ -162,16 +170,23 @@ def check_coder(meta: Dict[str, Any], model: nn.Module, codes: Path, checkpoint:
         )
 
 
+def check_shape(shape: Tuple[int, ...], model: nn.Module, codes: Path) -> None:
+    if shape != (code_dim(model),):
+        raise SystemExit(f"{codes}: the header's code shape is {list(shape)}, the coder's [{code_dim(model)}]")
+
+
 def decode(args: argparse.Namespace) -> Dict[str, Any]:
     try:
         container = read_container(args.codes)
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(str(error))
     state = setup(args)
     check_coder(container.meta, state.model, args.codes, args.checkpoint)
-    z_hat, seconds = decode_records(state.model, container.records, args.batch_size)
-    if z_hat.shape[1:] != container.shape:
-        raise SystemExit(f"{args.codes}: decoded codes of shape {z_hat.shape[1:]}, the header says {container.shape}")
+    check_shape(container.shape, state.model, args.codes)
+    try:
+        z_hat, seconds = decode_records(state.model, container.records, args.batch_size)
+    except ValueError as error:  # MalformedRecord, or no records
+        raise SystemExit(f"{args.codes}: {error}; nothing was written")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, z_hat)
     speed = per_second(len(z_hat), seconds)
@@ -392,6 +407,12 @@ def model_options(parser: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         parser.add_argument("--data", required=True, help="digits | folder:ROOT | cifar10:ROOT | ... (tools/probe.py)")
         parser.add_argument("--limit", type=int, help="keep the first N images of each split")
+        parser.add_argument(
+            probe.BROKEN_OPTION,
+            type=float,
+            default=probe.DEFAULT_MAX_FRACTION,
+            help="folder: the share of a split's images that may be unreadable (grey placeholders); 0 refuses any",
+        )
     parser.add_argument("--resize", type=int, help="Resize before CenterCrop (folder: 256)")
     parser.add_argument("--crop", type=int, help="CenterCrop size (folder: 224)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per trunk / coder batch")

@@ -31,7 +31,10 @@ Data specs (test split in brackets), all read without downloading:
 
 - ``digits``: the embedded scikit-learn digits at 16 px (TRAIN 1437 [TEST 360]);
 - ``folder:<root>``: torchvision ``ImageFolder`` of ``<root>/train`` [``<root>/val``], Resize 256 ->
-  CenterCrop 224 unless ``--resize/--crop`` say otherwise;
+  CenterCrop 224 unless ``--resize/--crop`` say otherwise; a file that cannot be read or decoded
+  becomes a grey placeholder, is listed after extraction, and stops the extraction once more than
+  ``--max-broken-fraction`` (default 0.001; 0: none) of its split are
+  (:class:`~vissl_issl.data.broken_images.BrokenImageFolder`);
 - ``cifar10:<root>``, ``cifar100:<root>``, ``stl10:<root>``: torchvision's datasets in ``<root>``
   (train [test]) at their native size unless ``--resize/--crop`` are given.
 
@@ -44,6 +47,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -60,7 +64,8 @@ from torch.utils.data import Dataset
 from vissl.config import AttrDict
 from vissl.models import build_model
 
-from vissl_issl.checkpoints import CheckpointError, read_vissl_model
+from vissl_issl.checkpoints import CheckpointError, check_fits, describe_run, read_vissl_model
+from vissl_issl.data.broken_images import DEFAULT_MAX_FRACTION, BrokenImageFolder, check_max_fraction, sample_listing
 from vissl_issl.data.digits import DigitsDataset
 from vissl_issl.evaluation.features import Features, Producer, cache_matches, extract_features, load_features
 from vissl_issl.evaluation.knn import DEFAULT_KS, DEFAULT_TEMPERATURE, knn_accuracy
@@ -82,6 +87,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DIGITS_MEAN, DIGITS_STD = [0.5] * 3, [0.5] * 3
 TORCHVISION_SETS = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 DATA_KINDS = ("digits", "folder", "cifar10", "cifar100", "stl10")
+BROKEN_OPTION = "--max-broken-fraction"
 PRESET_OPTIONS = ("lrs", "wds", "epochs", "batch_size")  # None unless given: the preset's value then
 
 
@@ -113,8 +119,11 @@ def parse_data(spec: str) -> Tuple[str, Optional[Path]]:
     return kind, (Path(root).resolve() if root else None)
 
 
-def datasets(kind: str, root: Optional[Path], transform: T.Compose) -> Dict[str, Dataset]:
-    """The train and test splits of the spec, read from disk without downloading."""
+def datasets(
+    kind: str, root: Optional[Path], transform: T.Compose, max_broken_fraction: float = DEFAULT_MAX_FRACTION
+) -> Dict[str, Dataset]:
+    """The train and test splits of the spec, read from disk without downloading; a folder's
+    broken images are held to ``max_broken_fraction`` (``--max-broken-fraction``)."""
     if kind == "digits":
         return {split: DigitsSplit(split, transform) for split in SPLITS}
     if kind == "folder":
@@ -122,7 +131,10 @@ def datasets(kind: str, root: Optional[Path], transform: T.Compose) -> Dict[str,
         for folder in folders.values():
             if not folder.is_dir():
                 raise SystemExit(f"--data folder:{root}: {folder} is not a directory (needs <root>/train, <root>/val)")
-        return {split: torchvision.datasets.ImageFolder(str(path), transform) for split, path in folders.items()}
+        return {
+            split: BrokenImageFolder(str(path), transform, max_broken_fraction, BROKEN_OPTION)
+            for split, path in folders.items()
+        }
     try:
         if kind == "stl10":
             return {split: torchvision.datasets.STL10(str(root), split, transform=transform) for split in SPLITS}
@@ -180,6 +192,8 @@ def build_trunk(checkpoint: str, config: AttrDict) -> nn.Module:
     if checkpoint != RANDOM:
         try:
             state = read_vissl_model(checkpoint).trunk
+            into = f"the trunk of the config, {describe_run(config)}"
+            check_fits(trunk.state_dict(), state, "trunk", checkpoint, into)
         except CheckpointError as error:
             raise SystemExit(f"--checkpoint: {error}")
         trunk.load_state_dict(state)
@@ -205,6 +219,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="config.X=Y overrides of --config")
     parser.add_argument("--resize", type=int, help="Resize before CenterCrop (folder: 256)")
     parser.add_argument("--crop", type=int, help="CenterCrop size (folder: 224)")
+    parser.add_argument(
+        BROKEN_OPTION,
+        type=float,
+        default=DEFAULT_MAX_FRACTION,
+        help="folder: the share of a split's images that may be unreadable (grey placeholders); 0 refuses any",
+    )
     parser.add_argument("--extract-batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="data loader processes")
     parser.add_argument(
@@ -244,12 +264,27 @@ def cached_splits(args: argparse.Namespace, features_dir: Path) -> Dict[str, Any
     stale = [split for split in SPLITS if not cache_matches(features_dir, split, producers[split])]
     if stale:
         trunk = build_trunk(args.checkpoint, config)
-        splits = datasets(kind, root, transform)
+        splits = datasets(kind, root, transform, args.max_broken_fraction)
         for split in stale:
             extract_features(
                 trunk, splits[split], features_dir, split, producers[split], args.extract_batch_size, args.workers
             )
+            report_broken(split, splits[split])
     return {split: load_features(features_dir, split) for split in SPLITS}
+
+
+def report_broken(split: str, dataset: Dataset) -> None:
+    """One line naming the images of a folder split that were replaced by placeholders, if any."""
+    if not isinstance(dataset, BrokenImageFolder):
+        return
+    files = dataset.broken_files()
+    if files:
+        print(
+            f"{split}: {len(files)} of {len(dataset)} images ({len(files) / len(dataset):.3%}) could not be read or "
+            f"decoded and were replaced by grey placeholders ({BROKEN_OPTION} {dataset.max_fraction:g}): "
+            f"{sample_listing(files, len(files))}",
+            file=sys.stderr,
+        )
 
 
 def probe_config(args: argparse.Namespace) -> ProbeConfig:
@@ -301,6 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     try:
         config = probe_config(args)
+        check_max_fraction(args.max_broken_fraction, BROKEN_OPTION)
     except ValueError as error:  # before the minutes of feature extraction
         raise SystemExit(f"probe options: {error}")
     features_dir = args.features_dir or default_features_dir(args.checkpoint, args.data)

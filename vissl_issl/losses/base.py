@@ -10,12 +10,15 @@ owns the rest:
 - ``infer_config(config)``: fills the block's defaults, runs :meth:`infer`, and, for losses that
   average per-rank means (``EQUAL_BATCHES``), requires ``DATA.TRAIN.DROP_LAST`` on several processes;
 - ``HOOKS``: the names of the training hooks the loss needs (the plugin's hook generator adds them);
+- ``last_terms``: the named terms of the objective at the last call, which a multi-term loss records
+  with ``record_terms`` and the plugin names when the loss goes non-finite;
 - ``key(name)``: ``config.LOSS.<NAME>.<name>`` for error messages; ``__repr__`` of the settings.
 """
 
 import pprint
 from typing import Any, ClassVar, Dict, Mapping, Tuple
 
+import torch
 from torch import nn
 
 from vissl_issl.config import loss_block, loss_params, require
@@ -31,6 +34,15 @@ class MethodLoss(nn.Module):
     # Each rank returns the mean over its own rows, so DDP's gradient average equals the
     # whole-batch mean only when every rank has the same batch.
     EQUAL_BATCHES: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_terms: Dict[str, torch.Tensor] = {}
+
+    def record_terms(self, **terms: torch.Tensor) -> None:
+        """Make ``terms`` this call's :attr:`last_terms`, detached and left on their device (reading
+        them would synchronise with the host at every step)."""
+        self.last_terms = {name: term.detach() for name, term in terms.items()}
 
     @classmethod
     def key(cls, name: str = "") -> str:

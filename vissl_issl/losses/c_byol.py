@@ -72,4 +72,7 @@ class CBYOLLoss(BYOLLoss):
         residual = von_mises_fisher.log_prob(codes, means, self.kappa_e) - von_mises_fisher.log_prob(
             codes, other_view(self.backward_means).float(), self.kappa_b
         )
-        return (self.distortion(predictions) + self.beta * residual).sum() / (len(output) // 2)
+        distortion = self.distortion(predictions)
+        images = len(output) // 2
+        self.record_terms(distortion=distortion.sum() / images, residual=residual.sum() / images)
+        return (distortion + self.beta * residual).sum() / images

@@ -23,7 +23,7 @@ loss is exactly 2 x VISSL's ``simclr_info_nce_loss`` at temperature ``1 / kappa_
 ``log C_d`` normalisers cancel in the softmax; in ``R`` they only shift the value reported in nats.
 """
 
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,22 +46,20 @@ def check_constants(kappa_e: float, kappa_b: float, beta: float) -> None:
         raise ConfigError(f"{KEY}.beta={beta} must be >= 0 (the weight of the residual information)")
 
 
-def c_simclr_loss(
-    embeddings: torch.Tensor, kappa_e: float, kappa_b: float, beta: float, sampling: bool
-) -> torch.Tensor:
-    """C-SimCLR on ``embeddings`` ``(2B, d)`` view-major, un-normalised: fp32 scalar, both
-    directions at once as ``2B`` anchor rows (row ``k < B``: forward for image ``k``; row
-    ``k >= B``: backward for image ``k - B``)."""
+def c_simclr_rows(
+    embeddings: torch.Tensor, kappa_e: float, kappa_b: float, sampling: bool
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The residual information ``R`` and InfoNCE ``H`` of C-SimCLR on ``embeddings`` ``(2B, d)``
+    view-major, un-normalised: two fp32 ``(2B,)``, both directions at once as ``2B`` anchor rows
+    (row ``k < B``: forward for image ``k``; row ``k >= B``: backward for image ``k - B``)."""
     # VISSL computes the loss under autocast: keep the logits and kappa_e-scaled log-densities fp32.
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         means = F.normalize(embeddings.float(), dim=1)  # forward-encoder means: u for view 0, v for view 1
-        half = len(means) // 2
         z = vmf.sample(means, kappa_e) if sampling else means
         residual = vmf.log_prob(z, means, kappa_e) - vmf.log_prob(z, other_view(means), kappa_b)
         # log vMF(z; w_c, kappa_b) up to the shared log C_d(kappa_b), which cancels in the softmax.
         logits = kappa_b * z @ gather_with_gradient(means).t()
-        # Sum over both directions, mean over the B images.
-        return (beta * residual + info_nce(logits)).sum() / half
+        return residual, info_nce(logits)
 
 
 class CSimCLRLoss(MethodLoss):
@@ -114,4 +112,8 @@ class CSimCLRLoss(MethodLoss):
                 f"{NAME} got embeddings of shape {tuple(output.shape)}; expected (2 * B, embedding_dim) = "
                 f"(2 * B, {self.embedding_dim}), view-major, B > 0"
             )
-        return c_simclr_loss(output, self.kappa_e, self.kappa_b, self.beta, self.sampling)
+        residual, info = c_simclr_rows(output, self.kappa_e, self.kappa_b, self.sampling)
+        images = len(output) // 2
+        self.record_terms(residual=residual.sum() / images, info_nce=info.sum() / images)
+        # Sum over both directions, mean over the B images.
+        return (self.beta * residual + info).sum() / images

@@ -126,7 +126,6 @@ class CompressionLoss(MethodLoss):
         self.rate_weight_start = float(rate_weight_start)
         self.rate_anneal_fraction = float(rate_anneal_fraction)
         self.rate_weight = 1.0  # set by RateWeightAnnealingHook before every loss
-        self.last_terms: Dict[str, Any] = {}  # detached tensors of the last call, for logging
 
     @classmethod
     def infer(cls, config, block) -> None:
@@ -153,13 +152,7 @@ class CompressionLoss(MethodLoss):
             distortion_mean = distortions.float().mean()
             aux_loss = aux.float().sum()
             total = self.rate_weight * rate + self.beta * distortion_mean + aux_loss
-        # Detached tensors, not floats: no host synchronisation per step.
-        self.last_terms = {
-            "rate_bits": rate.detach(),
-            "distortion_nats": distortion_mean.detach(),
-            "aux": aux_loss.detach(),
-            "rate_weight": self.rate_weight,
-        }
+        self.record_terms(rate_bits=rate, distortion_nats=distortion_mean, aux=aux_loss)
         return total
 
 

@@ -169,4 +169,5 @@ class DISSLLoss(MethodLoss):
         beta = self.current_beta()
         if self.training:
             self.num_iteration += 1
+        self.record_terms(distillation=distillation, maximality=maximality, det_inv=det_inv)
         return distillation - self.lambda_maximality * maximality + beta * det_inv

@@ -16,15 +16,20 @@ Real coding: :meth:`Rate.update` builds the range coder's CDF tables from the cu
 :meth:`Rate.compress` then writes one self-contained record per row, and :meth:`Rate.decompress`
 returns exactly the evaluation-mode ``z_hat``. A record costs its estimated bits plus 32 to 64 bits
 per rANS string (the coder flushes its 64-bit state and writes whole 32-bit words). Records carry
-no checksum: a corrupted payload with a valid framing decodes to garbage.
+no checksum: a corrupted or crafted record either decodes to other codes or raises
+:class:`MalformedRecord` (a length no string of this coder has, or a decoded symbol beyond the
+encoder's range), and decoding never reads or writes outside the record.
 
-Two CompressAI 1.2.8 pitfalls handled here:
+Three CompressAI 1.2.8 pitfalls handled here:
 
 - its rANS encoder writes into a buffer of one 32-bit word per symbol, with no bounds check, so a
   row whose code needs more words than it has dimensions overflows the heap (always for D = 1: the
   flush alone is two words; for larger D with outliers, whose escape codes cost up to ~50 bits).
   :func:`_encode` appends near-free padding symbols that enlarge the buffer; rANS is last-in
   first-out, so they are encoded first and the decoder never reaches them;
+- its rANS decoder reads its input with no bounds check either, as far as the bytes it has read so
+  far lead it (escape codes announce their own length), so a crafted string of a valid length made
+  it read past its end and segfault. :func:`_decoder_input` appends zeros up to the most it can read;
 - ``EntropyBottleneck.update`` can re-solve the quantiles by bisection (``update_quantiles=True``);
   we keep the ones the auxiliary loss trained, so :meth:`Rate.update` changes no parameter and the
   evaluation forward is the same before and after it.
@@ -62,12 +67,40 @@ def _bits(likelihood: Tensor) -> Tensor:
     return -torch.log2(likelihood).sum(dim=1)
 
 
-def _rans_framing_error(string: bytes) -> str:
-    """Why ``string`` cannot be a CompressAI rANS string ('' if it can): the decoder reads its 64-bit
-    state and then 32-bit words without bounds checks, so a shorter or ragged string is unsafe."""
+class MalformedRecord(ValueError):
+    """A record that this coder cannot have written; ``index``: its place in the list being decoded."""
+
+    def __init__(self, index: int, problem: str):
+        super().__init__(f"record {index} is malformed: {problem}")
+        self.index, self.problem = index, problem
+
+
+def _rans_string_error(string: bytes, symbols: int) -> str:
+    """Why ``string`` cannot be the rANS string of ``symbols`` symbols that :func:`_encode` writes ('' if
+    it can): the coder writes its 64-bit state, then whole 32-bit words, into a buffer of one word per
+    symbol coded, the ``symbols + 4`` padding symbols included."""
+    most = 4 * (2 * symbols + 4)
     if len(string) < 8 or len(string) % 4:
         return f"a rANS string is a whole number (>= 2) of 32-bit words, got {len(string)} bytes"
+    if len(string) > most:
+        return f"{len(string)} bytes, more than the {most} that a string of {symbols} symbols can take"
     return ""
+
+
+def _decoder_input(string: bytes, symbols: int) -> bytes:
+    """``string`` followed by zeros, as many 32-bit words in all as CompressAI 1.2.8's decoder can read
+    when it decodes ``symbols`` symbols from it, whatever its bytes: decoding never reads past it.
+
+    The bound, from ``rans_interface.cpp`` (``decode_with_indexes``) and ``rans64.h``: the decoder
+    reads 2 words for its state, then per symbol at most 1 word to renormalise and, for an escape
+    symbol, at most 1 word per 4-bit read: ``c`` reads of the escape's length, while they give 15,
+    then ``n <= 15 c`` reads of its value. Each 4-bit read shifts the 64-bit state, which needs a new
+    word after at most 9 reads, then after at most 8; a zero word makes the next read 0, which ends
+    the length. So ``c <= 10 + 8 w``, with ``w`` the string's words read meanwhile (``W`` at most in
+    all), and a ``W``-word string is read up to word ``2 + S + 16 sum(c) <= 2 + 161 S + 128 W``.
+    """
+    words = 2 + 161 * symbols + 128 * (len(string) // 4)
+    return string.ljust(4 * words, b"\0")
 
 
 def _tables(model: "EntropyModel") -> Tuple[List[List[int]], List[int], List[int]]:
@@ -96,13 +129,18 @@ def _encode(model: "EntropyModel", values: Tensor, means: Tensor, indexes: Tenso
 
 
 def _decode(model: "EntropyModel", strings: Sequence[bytes], means: Tensor, indexes: Tensor) -> Tensor:
-    """Inverse of :func:`_encode`: ``symbols + means``, ``(N, C)`` on ``means``' device and dtype."""
+    """Inverse of :func:`_encode`: ``symbols + means``, ``(N, C)`` on ``means``' device and dtype.
+    Raises :class:`MalformedRecord` for a string that decodes to a symbol the encoder refuses."""
     cdfs, lengths, offsets = _tables(model)
     symbols = [
-        model.entropy_coder.decode_with_indexes(string, row_indexes, cdfs, lengths, offsets)
-        for string, row_indexes in zip(strings, indexes.int().tolist())
+        model.entropy_coder.decode_with_indexes(_decoder_input(string, len(row)), row, cdfs, lengths, offsets)
+        for string, row in zip(strings, indexes.int().tolist())
     ]
-    return torch.tensor(symbols, dtype=means.dtype, device=means.device).reshape(means.shape) + means
+    symbols = torch.tensor(symbols, dtype=torch.int64).reshape(means.shape)
+    outside = (symbols.abs() > _MAX_SYMBOL).any(dim=1).nonzero()
+    if len(outside):
+        raise MalformedRecord(int(outside[0]), f"it decodes to symbols beyond the encoder's +-{_MAX_SYMBOL}")
+    return symbols.to(means.device, means.dtype) + means
 
 
 class Rate(nn.Module):
@@ -134,7 +172,8 @@ class Rate(nn.Module):
     def decompress(self, records: Sequence[bytes]) -> Tensor:
         """N records -> ``(N, D)`` fp32, equal to the evaluation-mode ``z_hat`` of the coded rows.
 
-        Raises ValueError on records whose framing is wrong (see :func:`_rans_framing_error`).
+        Raises :class:`MalformedRecord` on a record that this coder cannot have written (see
+        :func:`_rans_string_error` and :func:`_decode`), before decoding it.
         """
         self._check_updated()
         records = list(records)
@@ -205,9 +244,9 @@ class FactorizedRate(Rate):
 
     def _decompress(self, records: List[bytes]) -> Tensor:
         for i, record in enumerate(records):
-            error = _rans_framing_error(record)
+            error = _rans_string_error(record, self.bottleneck.channels)
             if error:
-                raise ValueError(f"record {i} is malformed: {error}")
+                raise MalformedRecord(i, error)
         medians = self._medians().expand(len(records), -1)
         return _decode(self.bottleneck, records, medians, self._indexes(len(records)))
 
@@ -228,8 +267,9 @@ def _write_varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _split_record(record: bytes) -> Tuple[bytes, bytes]:
-    """``varint(len(side)) | side | main`` -> ``(side, main)``; ValueError if the framing is wrong."""
+def _split_record(record: bytes, side_symbols: int, symbols: int) -> Tuple[bytes, bytes]:
+    """``varint(len(side)) | side | main`` -> ``(side, main)``, the rANS strings of ``side_symbols``
+    and ``symbols`` symbols; ValueError if the framing is wrong."""
     side_length, start = 0, None
     for i, byte in enumerate(record):
         side_length |= (byte & 0x7F) << (7 * i)
@@ -241,7 +281,7 @@ def _split_record(record: bytes) -> Tuple[bytes, bytes]:
     side, main = record[start : start + side_length], record[start + side_length :]
     if len(side) < side_length:
         raise ValueError(f"the length prefix says {side_length} side bytes, the record has {len(side)}")
-    error = _rans_framing_error(side) or _rans_framing_error(main)
+    error = _rans_string_error(side, side_symbols) or _rans_string_error(main, symbols)
     if error:
         raise ValueError(error)
     return side, main
@@ -273,6 +313,7 @@ class HyperpriorRate(Rate):
     def __init__(self, dim: int):
         super().__init__()
         side_dim, hidden = max(10, dim // 5), max(dim, 256)
+        self.dim = dim
         self.side_encoder = _mlp(dim, hidden, side_dim)
         self.z_decoder = _mlp(side_dim, hidden, 2 * dim)
         self.side_bottleneck = entropy_models().EntropyBottleneck(side_dim, init_scale=10, filters=(3, 3, 3, 3))
@@ -316,9 +357,9 @@ class HyperpriorRate(Rate):
         side_strings, z_strings = [], []
         for i, record in enumerate(records):
             try:
-                side, main = _split_record(record)
+                side, main = _split_record(record, self.side_bottleneck.channels, self.dim)
             except ValueError as e:
-                raise ValueError(f"record {i} is malformed: {e}") from None
+                raise MalformedRecord(i, str(e)) from None
             side_strings.append(side)
             z_strings.append(main)
         n = len(records)

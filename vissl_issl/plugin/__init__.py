@@ -12,4 +12,6 @@ from vissl_issl import compat
 
 compat.apply_all()
 
-from vissl_issl.plugin import data, heads, heads_on_crops, hooks, losses, trunks  # noqa: E402,F401  (registration)
+from vissl_issl.plugin import checkpointing, data, heads, heads_on_crops, hooks, losses, trunks  # noqa: E402,F401
+
+checkpointing.install_writers()

@@ -53,7 +53,12 @@ Why the name also goes into ``DEFAULT_TRANSFORM_TYPES["TRANSFORMS_WITH_COPIES"]`
 labels and indices repeated, so that ``ToTensor`` and ``Normalize`` then apply to each view and
 ``multicrop_collator`` gets one tensor per view) only for the names in that list; the list has no
 registration function, so this module appends to it, as VISSL's ``ImgPilToMultiCrop`` is listed there.
+
+``disk_folder`` and ``disk_filelist`` are VISSL's sources replaced by
+:class:`~vissl_issl.plugin.disk_images.DiskImages` (broken images counted, not fatal).
 """
+
+from vissl_issl.plugin import disk_images
 
 from classy_vision.dataset.transforms import register_transform
 from vissl.data import DATA_SOURCES_WITH_SUBSET_SUPPORT, DATASET_SOURCE_MAP, VisslDatasetCatalog
@@ -74,6 +79,7 @@ def register_source(name: str, source: type, catalog_entry: list) -> None:
 
 register_source(digits.SOURCE_NAME, digits.DigitsDataset, [digits.bundled_data_file(), ""])
 register_source(stl10.NAME, stl10.STL10Unlabeled, ["", ""])
+DATASET_SOURCE_MAP.update(dict.fromkeys(disk_images.SOURCES, disk_images.DiskImages))
 register_collator(canonical_collator.NAME)(canonical_collator.augmented_canonical_collator)
 register_transform(augmentations.NAME)(augmentations.IsslViews)
 DEFAULT_TRANSFORM_TYPES["TRANSFORMS_WITH_COPIES"].append(augmentations.NAME)

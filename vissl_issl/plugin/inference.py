@@ -1,35 +1,16 @@
 """The plugin's config inference, run by its launcher after VISSL's ``infer_and_assert_hydra_config``
 and before any process starts, so that a bad config fails with the offending key named instead of
-mid-training: apex fall-backs, folder label paths, FSDP heads, then the loss's own
+mid-training: folder label paths, FSDP heads, then the loss's own
 ``infer_config`` (:class:`vissl_issl.losses.base.MethodLoss`).
 """
 
-import importlib.util
-import logging
-
+from vissl_issl.plugin.checkpointing import resume_iterations_exactly
 from vissl_issl.plugin.hooks.grad_value_clip import clip_value
+from vissl_issl.plugin.input_checks import check_max_broken_fractions
 
 from classy_vision.losses import LOSS_REGISTRY
 
 from vissl_issl.config import ConfigError, head_modules
-
-
-def fall_back_from_apex(config) -> None:
-    """Most stock VISSL configs ask for apex AMP and apex SyncBN; without apex use PyTorch's."""
-    if importlib.util.find_spec("apex") is not None:
-        return
-    replaced = []
-    amp = config.MODEL.AMP_PARAMS
-    if amp.USE_AMP and amp.AMP_TYPE == "apex":
-        amp.AMP_TYPE = "pytorch"
-        replaced.append("config.MODEL.AMP_PARAMS.AMP_TYPE")
-    sync_bn = config.MODEL.SYNC_BN_CONFIG
-    if sync_bn.CONVERT_BN_TO_SYNC_BN and sync_bn.SYNC_BN_TYPE == "apex":
-        sync_bn.SYNC_BN_TYPE = "pytorch"
-        replaced.append("config.MODEL.SYNC_BN_CONFIG.SYNC_BN_TYPE")
-    if replaced:
-        logging.warning(f"apex is not installed: using PyTorch's implementation for {', '.join(replaced)}")
-
 
 FOLDER_SOURCES = {"disk_folder", "torchvision_dataset"}
 
@@ -121,7 +102,6 @@ def infer_and_check(config) -> None:
     """Plugin inference on a VISSL ``AttrDict`` config (``cfg.config``), in place."""
     from vissl_issl.schedules import derive_lr_schedule
 
-    fall_back_from_apex(config)
     label_paths_from_data_paths(config)
     check_fsdp_world_size(config)
     use_fsdp_heads(config)
@@ -129,6 +109,8 @@ def infer_and_check(config) -> None:
     check_dino_epochs(config)
     check_representation_dim(config)
     clip_value(config.MODEL)
+    check_max_broken_fractions(config)
+    resume_iterations_exactly(config)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)
     if hasattr(loss_cls, "infer_config"):
         loss_cls.infer_config(config)

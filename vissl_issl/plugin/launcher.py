@@ -9,8 +9,10 @@ local ranks and SLURM jobs alike.
 from typing import List
 from unittest import mock
 
+from vissl_issl.plugin import checkpointing
 from vissl_issl.plugin.hooks import hook_generator
 from vissl_issl.plugin.inference import infer_and_check
+from vissl_issl.plugin.input_checks import check_data_paths, check_loss_overrides
 
 from omegaconf import OmegaConf
 from vissl.config import AttrDict, check_cfg_version
@@ -21,6 +23,8 @@ from vissl.utils.hydra_config import (
     infer_and_assert_hydra_config,
     save_attrdict_to_disk,
 )
+
+checkpointing.install_resume()
 
 
 class SlurmJob(distributed_launcher._ResumableSlurmJob):
@@ -48,6 +52,7 @@ def compose(overrides: List[str], dump_config: bool = False):
     config = args.config
     infer_and_assert_hydra_config(config)
     infer_and_check(config)
+    check_loss_overrides(overrides, config)
     if dump_config:
         save_attrdict_to_disk(config)
     convert_fsdp_dtypes(config)
@@ -60,6 +65,8 @@ def hydra_main(overrides: List[str]):
     if config.SLURM.USE_SLURM:
         with mock.patch.object(distributed_launcher, "_ResumableSlurmJob", SlurmJob):
             return distributed_launcher.launch_distributed_on_slurm(cfg=config, engine_name=args.engine_name)
+    # Here, not for SLURM: the submitting machine need not see the data.
+    check_data_paths(config)
     distributed_launcher.launch_distributed(
         cfg=config,
         node_id=args.node_id,

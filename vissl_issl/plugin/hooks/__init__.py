@@ -7,9 +7,11 @@ SLURM jobs, and unpickling it imports ``vissl_issl.plugin``, which registers the
 
 from typing import Callable, Dict, List
 
+from vissl_issl.plugin.hooks.broken_images import broken_images_hook
 from vissl_issl.plugin.hooks.grad_value_clip import GradValueClipHook, clip_value
 from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
 from vissl_issl.plugin.hooks.rate_weight_annealing import RateWeightAnnealingHook
+from vissl_issl.plugin.hooks.rng_state import RngStateHook
 
 from classy_vision.hooks import ClassyHook
 
@@ -21,17 +23,23 @@ HOOKS: Dict[str, Callable[[], ClassyHook]] = {
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
-    """VISSL's default hooks with its DINO teacher replaced by the plugin's, plus the hooks the
-    configured loss asks for and gradient clipping by value when configured."""
+    """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the generator
+    states' hook (it snapshots before VISSL's checkpoint hook saves), plus the hooks the configured
+    loss asks for and gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's
+    NaN checks give way to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`)."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
     from vissl_issl.plugin.hooks.dino_teacher import DinoTeacherHook
+    from vissl_issl.plugin.hooks.non_finite import guard_non_finite
 
     from classy_vision.losses import LOSS_REGISTRY
     from vissl.hooks import default_hook_generator
     from vissl.hooks.dino_hooks import DINOHook
 
-    hooks = [DinoTeacherHook() if type(hook) is DINOHook else hook for hook in default_hook_generator(cfg)]
+    hooks = [RngStateHook(), broken_images_hook(cfg)]  # both before VISSL's checkpoint hook
+    hooks += [DinoTeacherHook() if type(hook) is DINOHook else hook for hook in default_hook_generator(cfg)]
+    if cfg.HOOKS.CHECK_NAN:
+        hooks = guard_non_finite(hooks)
     loss_cls = LOSS_REGISTRY.get(cfg.LOSS.name)
     hooks += [HOOKS[name]() for name in getattr(loss_cls, "HOOKS", ())]
     value = clip_value(cfg.MODEL)
