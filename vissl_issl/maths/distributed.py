@@ -1,10 +1,11 @@
-"""Rank, world size and a gradient-keeping all-gather, with or without ``torch.distributed``.
+"""Rank, world size, an all-gather of Python objects and a gradient-keeping all-gather, with or
+without ``torch.distributed``.
 
 Outside an initialised process group every function acts as one process holding the whole batch,
 so the losses run unchanged in a plain training loop.
 """
 
-from typing import Tuple
+from typing import Any, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,15 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def gather_objects(value: Any) -> List[Any]:
+    """``value`` of every rank, in rank order (picklable objects; tensors of torch's pickled dtypes)."""
+    if world_size() == 1:
+        return [value]
+    values: List[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 class _GatherWithGradient(torch.autograd.Function):

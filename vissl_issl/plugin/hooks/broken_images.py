@@ -27,7 +27,6 @@ from vissl_issl.plugin.disk_images import DiskImages
 from vissl_issl.plugin.hooks.base import PluginHook
 
 import torch
-import torch.distributed as dist
 from classy_vision.generic.distributed_util import is_primary
 from vissl.utils.io import save_file
 
@@ -40,6 +39,7 @@ from vissl_issl.data.broken_images import (
     sample_listing,
     too_many_broken,
 )
+from vissl_issl.maths.distributed import gather_objects
 
 SPLITS = {"train": "TRAIN", "test": "TEST"}  # VISSL's phase types -> config.DATA splits
 
@@ -70,15 +70,6 @@ def sample_names(dataset, indices: Sequence[int]) -> List[str]:
             dataset._init_image_and_label_subset()
         indices = [int(dataset.image_and_label_subset[index]) for index in indices]
     return source.image_paths(indices)
-
-
-def gather(value: Any) -> List[Any]:
-    """``value`` of every rank, in rank order."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
 
 
 class BrokenImagesHook(PluginHook):
@@ -116,7 +107,7 @@ class BrokenImagesHook(PluginHook):
 
     def on_phase_end(self, task) -> None:
         phase = phase_type(task)
-        per_rank = gather((len(self.broken), self.seen, self.broken[:SAMPLE_SIZE]))
+        per_rank = gather_objects((len(self.broken), self.seen, self.broken[:SAMPLE_SIZE]))
         counts = [count for count, _, _ in per_rank]
         broken, images = sum(counts), sum(seen for _, seen, _ in per_rank)
         sampled = [index for _, _, indices in per_rank for index in indices][:SAMPLE_SIZE]

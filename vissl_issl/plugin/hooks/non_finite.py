@@ -39,6 +39,8 @@ from classy_vision.hooks import ClassyHook
 from vissl.hooks.log_hooks import LogLossMetricsCheckpointHook
 from vissl.hooks.state_update_hooks import CheckNanLossHook, CheckNanModelOutputHook
 
+from vissl_issl.maths.distributed import rank, world_size
+
 NAMED = 5  # tensors named in a message; the rest are counted
 
 
@@ -64,18 +66,11 @@ def guard_non_finite(hooks: Sequence[ClassyHook]) -> List[ClassyHook]:
     return guarded + [NonFiniteHook()]
 
 
-def rank_and_world() -> Tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def per_rank(local: torch.Tensor) -> torch.Tensor:
     """``(world_size, *local.shape)``: every rank's ``local``, on every rank (one all-reduce)."""
-    rank, world = rank_and_world()
-    rows = local.new_zeros((world, *local.shape))
-    rows[rank] = local
-    if world > 1:
+    rows = local.new_zeros((world_size(), *local.shape))
+    rows[rank()] = local
+    if world_size() > 1:
         dist.all_reduce(rows)
     return rows
 

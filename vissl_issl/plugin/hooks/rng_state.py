@@ -19,13 +19,14 @@ puts it first).
 
 import logging
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from vissl_issl.plugin.hooks.base import PluginHook
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from vissl_issl.maths.distributed import gather_objects, rank, world_size
 
 State = Dict[str, Any]
 
@@ -51,18 +52,6 @@ def set_generator_states(state: State) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def every_rank(state: State) -> List[State]:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [state]
-    states: List[Optional[State]] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, state)
-    return states
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class RngStateHook(PluginHook):
     def __init__(self):
         super().__init__()
@@ -70,7 +59,7 @@ class RngStateHook(PluginHook):
         self.pending: Optional[State] = None
 
     def snap(self, mid_phase: bool) -> None:
-        self.snapshot = {"mid_phase": mid_phase, "ranks": every_rank(generator_states())}
+        self.snapshot = {"mid_phase": mid_phase, "ranks": gather_objects(generator_states())}
 
     def on_step(self, task) -> None:
         frequency = task.config["CHECKPOINT"]["CHECKPOINT_ITER_FREQUENCY"]
@@ -100,10 +89,9 @@ class RngStateHook(PluginHook):
         if not state:
             return  # a checkpoint written without this hook
         ranks = state["ranks"]
-        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if len(ranks) != world_size:
+        if len(ranks) != world_size():
             logging.warning(
-                f"The checkpoint holds the generator states of {len(ranks)} ranks and this run has {world_size}: "
+                f"The checkpoint holds the generator states of {len(ranks)} ranks and this run has {world_size()}: "
                 "each rank keeps its fresh seed, so the resumed run draws other augmentations than the one it resumes"
             )
             return
