@@ -1,5 +1,5 @@
 """torch.hub entrypoints: the authors' DISSL ImageNet releases, and any checkpoint trained with this
-plugin, as torchvision ResNets returning pooled features (``fc`` is an ``Identity``).
+plugin or other ResNet trunk weights, as torchvision ResNets returning pooled features (``fc`` is an ``Identity``).
 
     model = torch.hub.load("<owner>/<repo>", "dissl_resnet50_d8192_e400_m6")  # downloads the weights
     model = torch.hub.load("/path/to/checkout", "from_checkpoint", "run/checkpoint.torch", source="local")
@@ -17,6 +17,7 @@ import torchvision
 
 # torch.hub puts the checkout first on sys.path while it imports this file.
 from vissl_issl import hub as _hub
+from vissl_issl import weights as _weights
 
 dependencies = ["torch", "torchvision"]
 
@@ -36,36 +37,21 @@ def preprocessor() -> torchvision.transforms.Compose:
     )
 
 
-def _dissl(
-    name: str, resizer: bool, pretrained: bool, weights: str | None, torchvision_kwargs: dict
-) -> torch.nn.Module:
+def _dissl(name: str, pretrained: bool, weights: str | None, torchvision_kwargs: dict) -> torch.nn.Module:
     if weights is not None and not pretrained:
         raise ValueError(f"{name}: weights={weights!r} given with pretrained=False; pass one or the other.")
     source = weights or _RELEASE_URL.format(name)
     # Read before building, so that an unreachable or malformed file fails fast.
     state = _hub.read_weights_file(source) if pretrained else None
-    model = _hub.build_resnet(_hub.ResNetArch(depth=50, resizer=(512, 8192) if resizer else None), **torchvision_kwargs)
+    model = _hub.build_resnet(_hub.release_arch(name), **torchvision_kwargs)
     if state is not None:
         _hub.load_weights(model, state, source)
     return model
 
 
-# name: (resizer to d = 8192, epochs, crops, the authors' linear top-1)
-_RELEASES = {
-    "dissl_resnet50_dNone_e100_m2": (False, 100, "2x224", 66.9),
-    "dissl_resnet50_d8192_e100_m2": (True, 100, "2x224", 68.9),
-    # In the authors' README but not their hubconf; the URL follows the other releases' pattern.
-    "dissl_resnet50_d8192_e100_m6": (True, 100, "2x160 + 4x96", 70.7),
-    "dissl_resnet50_dNone_e400_m2": (False, 400, "2x224", 71.1),
-    "dissl_resnet50_dNone_e400_m6": (False, 400, "2x160 + 4x96", 73.0),
-    "dissl_resnet50_d8192_e400_m6": (True, 400, "2x160 + 4x96", 74.0),
-    "dissl_resnet50_d8192_e800_m8": (True, 800, "2x224 + 6x96", 73.9),
-}
-
-
 def _release_entrypoint(name: str, resizer: bool, epochs: int, crops: str, top1: float):
     def entrypoint(pretrained: bool = True, weights: str | None = None, **torchvision_kwargs) -> torch.nn.Module:
-        return _dissl(name, resizer, pretrained, weights, torchvision_kwargs)
+        return _dissl(name, pretrained, weights, torchvision_kwargs)
 
     dim = 8192 if resizer else 2048
     pool = "avgpool = Sequential(resizer 2048->512->8192, pool) and " if resizer else ""
@@ -79,14 +65,16 @@ def _release_entrypoint(name: str, resizer: bool, epochs: int, crops: str, top1:
     return entrypoint
 
 
-for _name, _release in _RELEASES.items():
+for _name, _release in _hub.RELEASES.items():
     globals()[_name] = _release_entrypoint(_name, *_release)
 
 
 def from_checkpoint(path: str, maxpool: bool | None = None) -> torch.nn.Module:
-    """The trunk of a VISSL checkpoint trained with this plugin (trunk ``resnet``,
-    ``resnet_resizer`` or ``tv_resnet``) as a torchvision ResNet with fc = Identity, weights loaded:
+    """Any ResNet trunk weights as a torchvision ResNet with fc = Identity, weights loaded:
     (N, 3, H, W) -> (N, d), d = 2048 (ResNet-50+), 512 (ResNet-18/34) or the resizer's OUT_DIM.
-    The architecture comes from the checkpoint folder's train_config.yaml when there is one, else
-    from the weight shapes, with ``maxpool`` (default True) saying whether the stem had a maxpool."""
-    return _hub.load_checkpoint(path, maxpool)[0]
+    ``path``: a VISSL checkpoint (this plugin's, or of VISSL's own resnet trunk), a VISSL trunk,
+    release or torchvision state dict, or ``hub:<release>:<local file>`` (vissl_issl/weights.py).
+    The architecture comes from a VISSL checkpoint folder's train_config.yaml when there is one,
+    else from the weight shapes, with ``maxpool`` (default True) saying whether the stem had a
+    maxpool."""
+    return _weights.load_trunk(path, maxpool)[0]

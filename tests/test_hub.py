@@ -1,7 +1,7 @@
-"""vissl_issl/hub.py, hubconf.py and tools/convert_to_torchvision.py: plugin checkpoints converted
-to torchvision ResNets give VISSL's features; every hub entrypoint builds, loads the authors'
-release layout strictly, and works without VISSL; the converter CLI end to end. Nothing is
-downloaded."""
+"""vissl_issl/hub.py, weights.load_trunk, hubconf.py and tools/convert_to_torchvision.py: plugin
+checkpoints converted to torchvision ResNets give VISSL's features; every hub entrypoint builds,
+loads the authors' release layout strictly, and works without VISSL; the converter CLI end to end.
+Nothing is downloaded."""
 
 import functools
 import importlib.util
@@ -28,7 +28,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from vissl.models import build_model
 
 from conftest import REPO, run_tool
-from vissl_issl import hub
+from vissl_issl import hub, weights
 
 CONVERTER = REPO / "tools" / "convert_to_torchvision.py"
 SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")  # see one_thread
@@ -169,18 +169,18 @@ def test_without_train_config_maxpool_comes_from_the_argument(runs_root, tmp_pat
     checkpoint = tmp_path / "checkpoint.torch"  # a folder without train_config.yaml
     torch.save(vissl_checkpoint(hub.read_vissl_trunk(run.checkpoint), {}), checkpoint)
 
-    model, arch = hub.load_checkpoint(checkpoint, maxpool=False)
-    assert arch == run.arch
+    model, loaded = weights.load_trunk(str(checkpoint), maxpool=False)
+    assert loaded.arch == run.arch
     assert max_abs_diff(model, run) < 1e-4
-    model, arch = hub.load_checkpoint(checkpoint)
-    assert arch.maxpool and max_abs_diff(model, run) > 1e-2
+    model, loaded = weights.load_trunk(str(checkpoint))
+    assert loaded.arch.maxpool and max_abs_diff(model, run) > 1e-2
 
 
 @pytest.mark.slow
 def test_maxpool_contradicting_the_train_config_fails_naming_it(runs_root):
     run = vissl_run(TV18, runs_root)
     with pytest.raises(hub.CheckpointError, match="train_config.yaml, whose trunk has maxpool=False"):
-        hub.load_checkpoint(run.checkpoint, maxpool=True)
+        weights.load_trunk(str(run.checkpoint), maxpool=True)
 
 
 @pytest.mark.slow
@@ -365,7 +365,7 @@ def test_unknown_trunk_key_fails_naming_it(tmp_path):
     torch.save(vissl_checkpoint({"base.conv1.weight": torch.zeros(64, 3, 7, 7)}, {}), path)
     message = f"{re.escape(str(path))}: trunk keys base.conv1.weight are not under"
     with pytest.raises(hub.CheckpointError, match=message):
-        hub.load_checkpoint(path)
+        weights.load_trunk(str(path))
 
 
 def test_grouped_resnet_weights_fail_naming_the_key_and_shapes(tmp_path):
@@ -376,7 +376,7 @@ def test_grouped_resnet_weights_fail_naming_the_key_and_shapes(tmp_path):
     trunk = {f"_feature_blocks.{key}": value for key, value in state.items() if not key.startswith("fc.")}
     torch.save(vissl_checkpoint(trunk, {}), path)
     with pytest.raises(hub.CheckpointError, match=r"layer1.0.conv1.weight: \(128, 64, 1, 1\) in the file") as error:
-        hub.load_checkpoint(path)
+        weights.load_trunk(str(path))
     assert str(path) in str(error.value)
 
 

@@ -10,7 +10,9 @@
    ``tools/probe.py`` and identical settings: frozen 512-d features of the un-augmented digits
    (cached once), a linear probe with the authors' lr x wd sweep selected on held-out training
    images, and cosine k-NN; prints test top-1 side by side.
-3. Plots the pretraining losses to ``<out>/loss_curve.png``.
+3. Plots each method's pretraining loss and, next to it, the k-NN top-1 and top-5 that the online
+   evaluation (``HOOKS.ONLINE_EVAL``, every 10 epochs in the digits configs) wrote to its
+   ``metrics.json`` during pretraining, to ``<out>/loss_curve.png``.
 4. For the compressors (``bince``, ``vic``): entropy-codes both splits into real bitstreams, reads
    them back, and prints bits per image and the probe on the decoded codes next to JPEG/PNG/WebP
    of the same images at matched accuracy (``tools/compress.py report``, into
@@ -65,18 +67,31 @@ def probe_random_trunk(method: str, features_dir: Path, extra_overrides: List[st
     return probe.main([*argv, *PROBE_ARGS, *extra_overrides])
 
 
-def plot_losses(out: Path, methods: List[str]) -> Path:
+def json_lines(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(out: Path, methods: List[str]) -> Path:
+    """One row per method: the loss per iteration, and the online k-NN accuracy per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False)
-    for method, axis in zip(methods, axes[0]):
-        lines = (out / method / "stdout.json").read_text().splitlines()
-        records = [r for r in map(json.loads, filter(str.strip, lines)) if "loss" in r]
-        axis.plot([r["iter"] for r in records], [r["loss"] for r in records])
-        axis.set(xlabel="iteration", ylabel="loss", title=f"{METHODS[method].label} on digits (ResNet-18)")
+    figure, axes = plt.subplots(len(methods), 2, figsize=(10, 4 * len(methods)), squeeze=False)
+    for method, (loss_axis, knn_axis) in zip(methods, axes):
+        records = [r for r in json_lines(out / method / "stdout.json") if "loss" in r]
+        loss_axis.plot([r["iter"] for r in records], [r["loss"] for r in records])
+        loss_axis.set(xlabel="iteration", ylabel="loss", title=f"{METHODS[method].label} on digits (ResNet-18)")
+        evaluations = [r["online_eval"] for r in json_lines(out / method / "metrics.json") if "online_eval" in r]
+        for top in ("top1", "top5"):
+            epochs, scores = [e["epoch"] for e in evaluations], [e["knn"][top] for e in evaluations]
+            knn_axis.plot(epochs, scores, marker="o", label=top.replace("top", "top-"))
+        title = "no online evaluation in this run"
+        if evaluations:
+            title = f"{evaluations[0]['knn']['k']}-NN of the frozen trunk, during pretraining"
+            knn_axis.legend()
+        knn_axis.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
     figure.tight_layout()
     path = out / "loss_curve.png"
     figure.savefig(path, dpi=120)
@@ -114,7 +129,7 @@ def main() -> None:
     for method in args.method:
         name = f"{METHODS[method].label}, {args.epochs} epochs"
         print(f"{row(name, results[method], random)}   pretraining {minutes[method]:.1f} min")
-    print(f"Loss curves: {plot_losses(out, args.method)}")
+    print(f"Loss and online k-NN curves: {plot_curves(out, args.method)}")
     for method in (m for m in args.method if METHODS[m].compressor):
         print(f"\n{METHODS[method].label}: real bitstreams of the digits, and JPEG/PNG/WebP of the same images")
         argv = ["report", "--checkpoint", str(out / method / "checkpoint.torch"), *PROBE_ARGS[:2]]

@@ -6,8 +6,8 @@ torchvision / release state dicts, with one error for anything else.
   (``_feature_blocks.`` keys). FSDP runs write shards (``"type": "shard_list"`` / ``"shard"``);
   VISSL's ``CheckpointFormatConverter.sharded_to_consolidated_checkpoint`` turns them into a
   ``"consolidated"`` checkpoint of the same layout, which reads like a DDP one.
-- A state dict (key -> tensor): torchvision's ResNet layout or the authors' release layout, as
-  :func:`vissl_issl.hub.read_weights_file` takes it.
+- A state dict (key -> tensor): torchvision's ResNet layout, the authors' release layout, or a
+  VISSL trunk's (``_feature_blocks.`` keys), as :mod:`vissl_issl.weights` reads them.
 
 Weights that do not fit what they are loaded into (another method's checkpoint, another trunk)
 fail with :func:`check_fits`, which names the file, what it holds (the loss, trunk and heads of the
@@ -104,6 +104,13 @@ def read_vissl_model(path: PathLike) -> VisslModel:
             "the hub's read_weights_file."
         )
     return vissl_model(content, path)
+
+
+def read_model_or_state_dict(path: PathLike) -> Union[VisslModel, StateDict]:
+    """A VISSL checkpoint's model, or the state dict a file holds, from one load. Unpickled as
+    VISSL checkpoints must be: read only files you trust."""
+    content = load_file(path, weights_only=False)
+    return vissl_model(content, path) if is_vissl_checkpoint(content) else check_state_dict(content, path)
 
 
 def read_state_dict(path: PathLike, source: Optional[str] = None) -> StateDict:

@@ -10,8 +10,9 @@ The same weights in three layouts:
   AdaptiveAvgPool2d(1))``, keys ``avgpool.0.{conv1,bn1,conv2,bn2,conv3,bn3}``);
 - release (the authors' ``<name>.torch`` files): torchvision's, with the resizer under ``resizer.``.
 
-VISSL -> torchvision renames ``_feature_blocks.resizer.`` to ``avgpool.0.`` and strips
+VISSL <-> torchvision renames ``_feature_blocks.resizer.`` to ``avgpool.0.`` and strips (adds)
 ``_feature_blocks.``; release <-> torchvision swaps ``resizer.`` and ``avgpool.0.``.
+:mod:`vissl_issl.weights` reads any of these files (and ``hub:<release>:<file>``) into a trunk.
 
 Only torch, torchvision and the standard library are imported (PyYAML only to read a
 ``train_config.yaml``), so ``hubconf.py`` works where VISSL is not installed. The architecture is
@@ -22,9 +23,14 @@ from typing import Any, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from vissl_issl.architectures.resnet import BLOCKS, TV_RESNET_DEFAULTS, ResNetArch, build_resnet
+from vissl_issl.architectures.resnet import (
+    BLOCKS,
+    TV_RESNET_DEFAULTS,
+    ResNetArch,
+    build_resnet,  # noqa: F401  (hub code builds with hub.build_resnet)
+)
 from vissl_issl.checkpoints import (
     CheckpointError,
     PathLike,
@@ -45,6 +51,26 @@ RELEASE_RESIZER_PREFIX = "resizer."
 # The only MODEL.TRUNK.RESNETS values under which VISSL's ResNeXt is torchvision's ResNet.
 PLAIN_RESNETS = {"WIDTH_MULTIPLIER": 1, "GROUPS": 1, "WIDTH_PER_GROUP": 64, "NORM": "BatchNorm", "LAYER4_STRIDE": 2}
 STEM_SHAPES = {(64, 3, 7, 7): False, (64, 3, 3, 3): True}  # conv1.weight -> small-image stem
+
+# The authors' DISSL ImageNet releases (hubconf's entrypoints): name -> (resizer to d = 8192,
+# epochs, crops, the authors' linear top-1).
+RELEASES = {
+    "dissl_resnet50_dNone_e100_m2": (False, 100, "2x224", 66.9),
+    "dissl_resnet50_d8192_e100_m2": (True, 100, "2x224", 68.9),
+    # In the authors' README but not their hubconf; the URL follows the other releases' pattern.
+    "dissl_resnet50_d8192_e100_m6": (True, 100, "2x160 + 4x96", 70.7),
+    "dissl_resnet50_dNone_e400_m2": (False, 400, "2x224", 71.1),
+    "dissl_resnet50_dNone_e400_m6": (False, 400, "2x160 + 4x96", 73.0),
+    "dissl_resnet50_d8192_e400_m6": (True, 400, "2x160 + 4x96", 74.0),
+    "dissl_resnet50_d8192_e800_m8": (True, 800, "2x224 + 6x96", 73.9),
+}
+
+
+def release_arch(name: str) -> ResNetArch:
+    """The architecture of the release ``name``: ResNet-50, with the 2048->512->8192 resizer or not."""
+    if name not in RELEASES:
+        raise CheckpointError(f"{name!r} is not a release entrypoint; the releases are {', '.join(RELEASES)}.")
+    return ResNetArch(depth=50, resizer=(512, 8192) if RELEASES[name][0] else None)
 
 
 def _replace_prefix(state: Mapping[str, torch.Tensor], old: str, new: str) -> StateDict:
@@ -72,6 +98,13 @@ def vissl_to_torchvision(trunk: Mapping[str, torch.Tensor], source: PathLike) ->
             "the plugin's resnet_resizer and tv_resnet convert."
         )
     return _replace_prefix(renamed, VISSL_PREFIX, "")
+
+
+def torchvision_to_vissl(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """torchvision's layout -> VISSL's trunk layout (``_feature_blocks.``, the resizer as block
+    ``resizer``): what the ``tv_resnet``, ``resnet`` and ``resnet_resizer`` trunks load."""
+    renamed = _replace_prefix(state, TORCHVISION_RESIZER_PREFIX, "resizer.")
+    return {VISSL_PREFIX + key: value for key, value in renamed.items()}
 
 
 def read_vissl_trunk(path: PathLike) -> StateDict:
@@ -159,25 +192,29 @@ def _config_value(config: Mapping[str, Any], dotted_key: str, path: PathLike) ->
 
 def arch_from_train_config(path: PathLike) -> ResNetArch:
     """The trunk architecture of the ``train_config.yaml`` VISSL writes into a checkpoint folder
-    (top-level keys ``MODEL``, ``OPTIMIZER``, ...): trunk ``resnet``, ``resnet_resizer`` or
-    ``tv_resnet``."""
+    (top-level keys ``MODEL``, ``OPTIMIZER``, ...)."""
     import yaml  # here, not at the top: the release entrypoints must work without PyYAML
 
     with open(path) as file:
-        config = yaml.safe_load(file)
+        return arch_from_config(yaml.safe_load(file), path)
+
+
+def arch_from_config(config: Mapping[str, Any], source: PathLike) -> ResNetArch:
+    """The trunk architecture of a VISSL config (``cfg.config``, or a loaded ``train_config.yaml``)
+    read from ``source``: trunk ``resnet``, ``resnet_resizer`` or ``tv_resnet``."""
 
     def get(dotted_key: str) -> Any:
-        return _config_value(config, dotted_key, path)
+        return _config_value(config, dotted_key, source)
 
     name, input_type = get("MODEL.TRUNK.NAME"), get("MODEL.INPUT_TYPE")
     if input_type != "rgb":
-        raise CheckpointError(f"{path}: MODEL.INPUT_TYPE={input_type!r}; torchvision's ResNet takes rgb input.")
+        raise CheckpointError(f"{source}: MODEL.INPUT_TYPE={input_type!r}; torchvision's ResNet takes rgb input.")
     if name in ("resnet", "resnet_resizer"):
         for key, plain in PLAIN_RESNETS.items():
             value = get(f"MODEL.TRUNK.RESNETS.{key}")
             if value != plain:
                 raise CheckpointError(
-                    f"{path}: MODEL.TRUNK.RESNETS.{key}={value!r}; only {plain!r} is a torchvision ResNet."
+                    f"{source}: MODEL.TRUNK.RESNETS.{key}={value!r}; only {plain!r} is a torchvision ResNet."
                 )
         resizer = None
         if name == "resnet_resizer":
@@ -197,26 +234,21 @@ def arch_from_train_config(path: PathLike) -> ResNetArch:
             resizer=resizer,
         )
     raise CheckpointError(
-        f"{path}: MODEL.TRUNK.NAME={name!r} does not convert; only resnet, resnet_resizer and tv_resnet do."
+        f"{source}: MODEL.TRUNK.NAME={name!r} does not convert; only resnet, resnet_resizer and tv_resnet do."
     )
 
 
-def load_checkpoint(path: PathLike, maxpool: Optional[bool] = None) -> Tuple[ResNet, ResNetArch]:
-    """The trunk of a VISSL checkpoint of this plugin as :func:`build_resnet`'s model (weights
-    loaded, train mode), and its architecture. The architecture is read from the folder's
-    ``train_config.yaml`` if there is one (``maxpool``, if given, must agree with it), else
-    inferred from the weight shapes with ``maxpool`` (default True)."""
-    state = vissl_to_torchvision(read_vissl_trunk(path), path)
+def checkpoint_arch(path: PathLike, state: Mapping[str, torch.Tensor], maxpool: Optional[bool]) -> ResNetArch:
+    """The trunk architecture of the VISSL checkpoint ``path`` whose trunk is ``state`` (torchvision's
+    layout): from the folder's ``train_config.yaml`` if there is one (``maxpool``, if given, must
+    agree with it), else from the weight shapes with ``maxpool`` (default True)."""
     config = train_config_path(path)
-    if config.is_file():
-        arch = arch_from_train_config(config)
-        if maxpool is not None and maxpool != arch.maxpool:
-            raise CheckpointError(
-                f"maxpool={maxpool} contradicts {config}, whose trunk has maxpool={arch.maxpool}; leave "
-                "maxpool unset when the checkpoint folder has a train_config.yaml."
-            )
-    else:
-        arch = arch_from_state_dict(state, maxpool=True if maxpool is None else maxpool, source=path)
-    model = build_resnet(arch)
-    load_weights(model, state, path)
-    return model, arch
+    if not config.is_file():
+        return arch_from_state_dict(state, maxpool=True if maxpool is None else maxpool, source=path)
+    arch = arch_from_train_config(config)
+    if maxpool is not None and maxpool != arch.maxpool:
+        raise CheckpointError(
+            f"maxpool={maxpool} contradicts {config}, whose trunk has maxpool={arch.maxpool}; leave "
+            "maxpool unset when the checkpoint folder has a train_config.yaml."
+        )
+    return arch

@@ -87,6 +87,8 @@ class Setup:
 
 def setup(args: argparse.Namespace) -> Setup:
     config, _ = probe.load_config(args.checkpoint, args.config, args.overrides)
+    if "MODEL" not in config:
+        raise SystemExit(f"--checkpoint {args.checkpoint}: a compressor needs its train_config.yaml or --config NAME")
     kind, _ = probe.parse_data(args.data) if getattr(args, "data", None) else ("digits", None)
     transform = probe.image_transform(kind, config, args.resize, args.crop)
     try:

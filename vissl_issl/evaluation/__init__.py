@@ -10,7 +10,11 @@
 - :mod:`~vissl_issl.evaluation.subsets`: stratified, seeded subsets of the train labels, for probes
   on 10%, 1% or 0.2% of them.
 - :mod:`~vissl_issl.evaluation.knn`: cosine k-NN with temperature-weighted votes, several k at once.
+- :mod:`~vissl_issl.evaluation.protocols`: the authors' protocols by name next to ours (the FORK's
+  scikit-learn and random-search torch heads, W-MSE's Adam head and Euclidean 5-NN), each result
+  naming its protocol, settings and selected hyper-parameters.
 
 The probe and k-NN read the features chunk by chunk, so memory is bounded by the chunk size, not the
-split (ImageNet: 1.28M x 8192 features). ``tools/probe.py`` runs them from a plugin checkpoint.
+split (ImageNet: 1.28M x 8192 features); the scikit-learn protocols hold the train split in memory.
+``tools/probe.py`` runs them from a checkpoint, on one dataset or (``transfer``) on several.
 """

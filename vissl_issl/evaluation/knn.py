@@ -6,6 +6,9 @@ k train rows of largest s_j, and class c gets the vote ``v_c = sum_{j in N_k(q),
 (:func:`~vissl_issl.evaluation.linear_probe.label_ranks`); top-1 and top-5 are reported. Equal
 similarities at the k-th place are broken arbitrarily.
 
+The search also serves W-MSE's Euclidean k-NN (:mod:`~vissl_issl.evaluation.protocols`), which ranks
+train rows by ``-|q - t_j|`` (``torch.cdist``) instead of s_j.
+
 Every k is served by one search for the largest k: the top-K neighbours come out sorted, and the
 top-k for k < K are their first k. Memory is bounded by chunks on both sides: the outer loop reads
 each chunk of train rows once, the inner loop scores every chunk of test rows against it and merges
@@ -26,27 +29,35 @@ DEFAULT_KS = (5, 20, 200)
 DEFAULT_TEMPERATURE = 0.07
 
 
-def normalized_rows(split: Features, rows: np.ndarray, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Unit-norm float32 features ``(n, d)`` and labels ``(n,)`` of ``rows``."""
-    features, labels = read_rows(split, rows, device)
-    return F.normalize(features, dim=1), labels
+def similarities(queries: torch.Tensor, keys: torch.Tensor, metric: str) -> torch.Tensor:
+    """``(n, m)`` nearness of ``queries (n, d)`` to ``keys (m, d)``, larger is nearer: the cosine
+    similarity (``metric="cosine"``), or minus the Euclidean distance (``"euclidean"``)."""
+    if metric == "cosine":
+        return F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T
+    return -torch.cdist(queries, keys)
 
 
 def nearest_neighbours(
-    train: Features, test: Features, k: int, train_chunk: int, test_chunk: int, device: torch.device
+    train: Features,
+    test: Features,
+    k: int,
+    train_chunk: int,
+    test_chunk: int,
+    device: torch.device,
+    metric: str = "cosine",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(similarities, labels)``, both ``(N_test, k)``, of each test row's k most cosine-similar
-    train rows, in decreasing similarity."""
+    """``(similarities, labels)``, both ``(N_test, k)``, of each test row's k nearest train rows by
+    ``metric`` (:func:`similarities`), nearest first."""
     best_sims = torch.full((len(test), k), -torch.inf, device=device)
     best_labels = torch.zeros(len(test), k, dtype=torch.long, device=device)
     train_chunks = list(chunks(np.arange(len(train)), train_chunk))
     for train_rows in tqdm(train_chunks, desc=f"k-NN (k <= {k})", unit="train chunk"):
-        keys, key_labels = normalized_rows(train, train_rows, device)
+        keys, key_labels = read_rows(train, train_rows, device)
         for start in range(0, len(test), test_chunk):
             stop = min(start + test_chunk, len(test))
             rows = slice(start, stop)
-            queries, _ = normalized_rows(test, np.arange(start, stop), device)
-            sims, index = (queries @ keys.T).topk(min(k, len(keys)), dim=1)
+            queries, _ = read_rows(test, np.arange(start, stop), device)
+            sims, index = similarities(queries, keys, metric).topk(min(k, len(keys)), dim=1)
             merged_sims = torch.cat([best_sims[rows], sims], dim=1)
             merged_labels = torch.cat([best_labels[rows], key_labels[index]], dim=1)
             best_sims[rows], keep = merged_sims.topk(k, dim=1)

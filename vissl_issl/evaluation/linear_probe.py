@@ -1,6 +1,7 @@
 """The authors' probes on cached frozen features: the FORK's ImageNet linear probe
 (``tools/linear_eval.py``; this module's defaults) and the ISSL TinyImageNet probes (``torchlogistic``
-and ``torchmlp``; :meth:`ProbeConfig.authors_tinyimagenet`).
+and ``torchmlp``; :meth:`ProbeConfig.authors_tinyimagenet`); :mod:`~vissl_issl.evaluation.protocols`
+trains its torch heads (the FORK's random search, W-MSE's Adam head) with the same code.
 
 Heads on a frozen float16 feature ``x`` (read as float32) of dimension d, for C classes:
 
@@ -11,14 +12,17 @@ Heads on a frozen float16 feature ``x`` (read as float32) of dimension d, for C 
 
 At init every weight is trunc-normal(std 0.02) and every bias 0 (the authors' ``weights_init``).
 With ``batchnorm`` a head reads ``BatchNorm1d(d, affine=False)(x)`` instead of ``x``. Loss: mean
-cross-entropy over the batch. SGD, momentum 0.9, weight decay on every parameter, learning rate
-``lr * B / 256`` (B the batch size used; ``lr`` as is without ``scale_lr``) decayed per step by a
-cosine to 0 (``lr_t = lr_0 (1 + cos(pi t / T)) / 2``, T = all steps), no warm-up. Rows are reshuffled
+cross-entropy over the batch. SGD, momentum 0.9 (``optimizer="adam"``: Adam with torch's defaults),
+weight decay on every parameter, learning rate ``lr * B / 256`` (B the batch size used; ``lr`` as is
+without ``scale_lr``) decayed per step by a cosine to 0 (``lr_t = lr_0 (1 + cos(pi t / T)) / 2``,
+T = all steps), no warm-up; ``schedule="exponential"`` instead decays it per epoch,
+``lr_e = lr_0 10^(-4 e / E)`` for epoch e of E (W-MSE: 1e-2 to 1e-6). Rows are reshuffled
 every epoch; with ``drop_last`` the epoch's last incomplete batch is dropped (the FORK), otherwise it
 is a step of its own (the ISSL probe's DataLoader) unless it holds a single row, which train-mode
 BatchNorm cannot normalise.
 
-Sweep: every (lr, wd) of the grid is trained twice, in two passes over the data:
+Sweep: every (lr, wd) of the grid (``lrs`` x ``wds``, or the points given to :func:`sweep`) is
+trained twice, in two passes over the data:
 
 1. on the train rows minus a seeded held-out part (``val_fraction`` of them, rounded, but at least
    one row and at least one row left to fit); the point with the best held-out top-1 (first in grid
@@ -67,6 +71,9 @@ TINYIMAGENET_LR = 0.3  # the ISSL TinyImageNet probe (bin/tinyimagenet/base_tin.
 TINYIMAGENET_WDS = (1e-4, 1e-5, 1e-6)
 TINYIMAGENET_BATCH = 512
 HEADS = ("linear", "mlp")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "exponential")
+EXPONENTIAL_DECAY = 1e-4  # "exponential": lr_0 -> 1e-4 lr_0 over the run (W-MSE: 1e-2 -> 1e-6)
 MLP_HIDDEN = 2048
 MOMENTUM = 0.9
 INIT_STD = 0.02
@@ -85,6 +92,8 @@ class ProbeConfig:
     scale_lr: bool = True  # lr x batch / 256 (the FORK); False: lr as is (ISSL)
     drop_last: bool = True  # drop each epoch's last incomplete batch (the FORK)
     head: str = "linear"  # one of HEADS
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    schedule: str = "cosine"  # one of SCHEDULES: cosine per step, or exponential per epoch
     mlp_hidden: int = MLP_HIDDEN  # H, the MLP head's hidden width
     batchnorm: bool = False  # BatchNorm1d(d, affine=False) on the features, before the head
     val_fraction: float = 0.1  # of the train rows (or of the subset), held out for the selection
@@ -99,8 +108,9 @@ class ProbeConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not self.lrs or not self.wds:
             raise ValueError(f"the sweep needs at least one lr and one wd; got lrs={self.lrs}, wds={self.wds}")
-        if self.head not in HEADS:
-            raise ValueError(f"head {self.head!r} is not one of {HEADS}")
+        for name, allowed in (("head", HEADS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {allowed}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction {self.val_fraction} must lie in (0, 1)")
         if not 0 < self.label_fraction <= 1:
@@ -262,7 +272,7 @@ def fit(
     groups = [
         {"params": head.parameters(), "lr": lr * scale, "weight_decay": wd} for head, (lr, wd) in zip(probe.heads, grid)
     ]
-    optimizer = torch.optim.SGD(groups, momentum=MOMENTUM)
+    optimizer = torch.optim.SGD(groups, momentum=MOMENTUM) if config.optimizer == "sgd" else torch.optim.Adam(groups)
     peak_lrs = [group["lr"] for group in optimizer.param_groups]
     full_batches, rest = divmod(len(rows), batch)
     keep_rest = not config.drop_last and rest > 1
@@ -272,13 +282,16 @@ def fit(
     chunk_rows = max(1, config.chunk_rows // batch) * batch
     total_steps, step = config.epochs * steps_per_epoch, 0
     probe.train()
-    for _ in tqdm(range(config.epochs), desc=f"{config.head} probe ({len(grid)} lr x wd)", unit="epoch"):
+    for epoch in tqdm(range(config.epochs), desc=f"{config.head} probe ({len(grid)} lr x wd)", unit="epoch"):
         epoch_rows = shuffler.permutation(rows)[:epoch_size]
         for chunk in chunks(epoch_rows, chunk_rows):
             features, labels = read_rows(split, chunk, device)
             order = torch.from_numpy(shuffler.permutation(len(chunk))).to(device)
             for indices in order.split(batch):
-                decay = 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                if config.schedule == "cosine":
+                    decay = 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                else:
+                    decay = EXPONENTIAL_DECAY ** (epoch / config.epochs)
                 for group, peak in zip(optimizer.param_groups, peak_lrs):
                     group["lr"] = peak * decay
                 logits = probe(features[indices])
@@ -333,11 +346,15 @@ def grid_accuracies(
 
 
 def linear_probe(train: Features, test: Features, config: ProbeConfig = ProbeConfig()) -> ProbeResult:
-    """Sweep the grid of ``config`` (either head, despite the name) on ``train`` or its label subset:
-    select on a held-out part, score every point trained on all the rows on ``test`` (module doc)."""
+    """Sweep the lr x wd grid of ``config`` (either head, despite the name) on ``train`` or its label
+    subset: select on a held-out part, score every point trained on all the rows on ``test`` (module doc)."""
+    return sweep(train, test, [(lr, wd) for lr in config.lrs for wd in config.wds], config)
+
+
+def sweep(train: Features, test: Features, grid: Sequence[Tuple[float, float]], config: ProbeConfig) -> ProbeResult:
+    """:func:`linear_probe` over the ``(lr, wd)`` points of ``grid`` instead of ``config.lrs`` x ``config.wds``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     num_classes = check_labels(train, test)
-    grid = [(lr, wd) for lr in config.lrs for wd in config.wds]
     rows = stratified_subset(train.labels, config.label_fraction, config.subset_seed)
     fit_rows, held_out = validation_rows(rows, config.val_fraction, config.seed)
     held_out_scores = grid_accuracies(train, fit_rows, train, held_out, grid, num_classes, config, device)

@@ -1,6 +1,6 @@
-"""Probe (linear or MLP) and k-NN of a plugin checkpoint's frozen trunk, on cached features.
+"""Probe (linear or MLP) and k-NN of a frozen trunk (any ResNet weights), on cached features.
 
-    python tools/probe.py --checkpoint <checkpoint.torch | random> --data <spec> [--features-dir DIR]
+    python tools/probe.py --checkpoint <weights | random> --data <spec> [--features-dir DIR]
                           [--config NAME] [config.X=Y ...] [--authors-protocol] [--head mlp]
                           [--label-fraction F] [--epochs N] [--batchnorm] ...
 
@@ -10,6 +10,14 @@
    ``classy_state_dict.base_model.model.trunk``. ``--checkpoint random`` keeps the trunk at its
    random initialisation (seeded with the config's ``SEED_VALUE``) as a baseline; without
    ``--config`` it is the digits recipe's trunk (``pretrain/dissl/dissl_resnet18_digits``).
+   ``--checkpoint`` takes any weights spec of :mod:`vissl_issl.weights`, detected from the file:
+   a VISSL checkpoint (this plugin's, or of VISSL's own ``resnet`` trunk: the model zoo), a VISSL
+   trunk, torchvision or the authors' release state dict (resizer ``avgpool.0.`` or ``resizer.``,
+   ``fc`` dropped), or ``hub:<release>:<local file>`` (a hubconf release's architecture). With a
+   config (``--config``, or the ``train_config.yaml`` beside a checkpoint) the weights load into the
+   config's trunk; without one the trunk is a torchvision ResNet whose architecture the weights
+   give (maxpool assumed), and images are normalised with ImageNet's statistics. Weights that do
+   not fit fail with one error naming the keys.
 2. Extracts the trunk's features of the train and test splits once (float16 memmaps in the
    features dir, reused while the checkpoint, config, data and transform are unchanged).
 3. Trains the authors' probe (:mod:`~vissl_issl.evaluation.linear_probe`: SGD, cosine, every
@@ -18,6 +26,19 @@
    ``results.json`` in the features dir: the data, the probe config, the probe's result (under the
    head's name, ``linear`` or ``mlp``: the selected point's test accuracy, the max over the grid,
    and every point's held-out and test accuracy) and k-NN's.
+
+``--protocol NAME [NAME ...]`` (default ``ours``: step 3) also or instead runs the authors' protocols
+of :mod:`~vissl_issl.evaluation.protocols` on the same features: ``issl_logistic``, ``issl_svm``
+(the FORK's scikit-learn protocol, ``--n-hyper-param`` draws of C), ``issl_torch_head`` (the FORK's
+torch head, random lr x wd search), ``wmse_linear`` (Adam, 500 epochs), ``wmse_knn`` (Euclidean
+5-NN); ``--epochs`` replaces every torch head's epochs, and with ``--label-fraction`` every protocol
+learns from the same label subset. ``results.json`` lists every number under ``protocols``, each
+with the protocol that produced it, its settings and what its search selected.
+
+``python tools/probe.py transfer --checkpoint W --data SPEC [SPEC ...] [--protocol ...] --out DIR``
+runs the same on several datasets (every spec is checked before any extraction), caches each one's
+features in ``DIR/features/<spec>`` and writes ``DIR/transfer.csv`` and ``DIR/transfer.md``: one row
+per dataset, protocol and classifier.
 
 The probe is the FORK's ImageNet linear probe (lr x wd grid, batch 2048, lr scaled by batch / 256)
 unless ``--authors-protocol`` asks for the ISSL TinyImageNet one (lr 0.3 as is, wd in {1e-4, 1e-5,
@@ -36,7 +57,12 @@ Data specs (test split in brackets), all read without downloading:
   ``--max-broken-fraction`` (default 0.001; 0: none) of its split are
   (:class:`~vissl_issl.data.broken_images.BrokenImageFolder`);
 - ``cifar10:<root>``, ``cifar100:<root>``, ``stl10:<root>``: torchvision's datasets in ``<root>``
-  (train [test]) at their native size unless ``--resize/--crop`` are given.
+  (train [test]) at their native size unless ``--resize/--crop`` are given;
+- ``dtd:<root>`` (train + val of partition 1 [test]), ``food101:<root>`` (train [test]),
+  ``flowers102:<root>`` (train + val [test]), ``oxfordiiitpet:<root>`` (trainval [test]),
+  ``stanfordcars:<root>`` (train [test]), ``fgvcaircraft:<root>`` (trainval [test], variants),
+  ``caltech101:<root>`` (no official split: 30 images of each class, drawn with seed 0, [the rest]):
+  torchvision's datasets in ``<root>``, Resize 256 -> CenterCrop 224 like folders.
 
 Images are normalised with the ``Normalize`` of the pretraining config's TRAIN transforms, i.e.
 what the trunk was trained on; a config without one gets the spec's usual statistics (digits
@@ -44,6 +70,7 @@ what the trunk was trained on; a config without one gets the spec's usual statis
 """
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -60,11 +87,12 @@ import torch.nn as nn
 import torchvision
 import torchvision.transforms as T
 from omegaconf import OmegaConf
-from torch.utils.data import Dataset
+from PIL import Image
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from vissl.config import AttrDict
 from vissl.models import build_model
 
-from vissl_issl.checkpoints import CheckpointError, check_fits, describe_run, read_vissl_model
+from vissl_issl.checkpoints import CheckpointError, check_fits, describe_run
 from vissl_issl.data.broken_images import DEFAULT_MAX_FRACTION, BrokenImageFolder, check_max_fraction, sample_listing
 from vissl_issl.data.digits import DigitsDataset
 from vissl_issl.evaluation.features import Features, Producer, cache_matches, extract_features, load_features
@@ -78,7 +106,10 @@ from vissl_issl.evaluation.linear_probe import (
     ProbeConfig,
     linear_probe,
 )
+from vissl_issl.evaluation.protocols import N_HYPER_PARAM, PROTOCOLS, authors_protocol, ours
 from vissl_issl.evaluation.subsets import stratified_subset
+from vissl_issl.weights import HUB_PREFIX, load_trunk, parse_spec, vissl_trunk_state
+from vissl_issl.weights import identity as weights_identity
 
 RANDOM = "random"
 RANDOM_DEFAULT_CONFIG = "pretrain/dissl/dissl_resnet18_digits"
@@ -86,7 +117,20 @@ SPLITS = ("train", "test")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DIGITS_MEAN, DIGITS_STD = [0.5] * 3, [0.5] * 3
 TORCHVISION_SETS = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
-DATA_KINDS = ("digits", "folder", "cifar10", "cifar100", "stl10")
+# torchvision datasets read with split=...: (class, train splits (concatenated), test split)
+SPLIT_SETS = {
+    "stl10": (torchvision.datasets.STL10, ("train",), "test"),
+    "dtd": (torchvision.datasets.DTD, ("train", "val"), "test"),
+    "food101": (torchvision.datasets.Food101, ("train",), "test"),
+    "flowers102": (torchvision.datasets.Flowers102, ("train", "val"), "test"),
+    "oxfordiiitpet": (torchvision.datasets.OxfordIIITPet, ("trainval",), "test"),
+    "stanfordcars": (torchvision.datasets.StanfordCars, ("train",), "test"),
+    "fgvcaircraft": (torchvision.datasets.FGVCAircraft, ("trainval",), "test"),
+}
+CALTECH101_TRAIN_PER_CLASS, CALTECH101_SEED = 30, 0  # no official split: the usual 30 train images per class
+DATA_KINDS = ("digits", "folder", *TORCHVISION_SETS, *SPLIT_SETS, "caltech101")
+RESIZED_KINDS = ("folder", *(kind for kind in SPLIT_SETS if kind != "stl10"), "caltech101")  # images of any size
+TRANSFER = "transfer"
 BROKEN_OPTION = "--max-broken-fraction"
 PRESET_OPTIONS = ("lrs", "wds", "epochs", "batch_size")  # None unless given: the preset's value then
 
@@ -136,12 +180,36 @@ def datasets(
             for split, path in folders.items()
         }
     try:
-        if kind == "stl10":
-            return {split: torchvision.datasets.STL10(str(root), split, transform=transform) for split in SPLITS}
-        builder = TORCHVISION_SETS[kind]
-        return {split: builder(str(root), split == "train", transform) for split in SPLITS}
+        if kind in TORCHVISION_SETS:
+            builder = TORCHVISION_SETS[kind]
+            return {split: builder(str(root), split == "train", transform) for split in SPLITS}
+        if kind == "caltech101":
+            return caltech101_splits(root, transform)
+        builder, train_splits, test_split = SPLIT_SETS[kind]
+        parts = {"train": train_splits, "test": (test_split,)}
+        return {
+            split: ConcatDataset([builder(str(root), split=part, transform=transform) for part in names])
+            for split, names in parts.items()
+        }
     except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
         raise SystemExit(f"--data {kind}:{root}: torchvision cannot read {kind} there ({error}); nothing is downloaded")
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    return image.convert("RGB")
+
+
+def caltech101_splits(root: Path, transform: T.Compose) -> Dict[str, Dataset]:
+    """Caltech-101 (no background class) has no official split: of each class, 30 images drawn with
+    ``numpy.random.default_rng(0)`` over the classes in order train, the rest test. Some of its images
+    are grayscale: converted to RGB."""
+    everything = torchvision.datasets.Caltech101(str(root), transform=T.Compose([T.Lambda(rgb), transform]))
+    labels = np.asarray(everything.y)
+    rng = np.random.default_rng(CALTECH101_SEED)
+    per_class = [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    train = np.sort(np.concatenate([rows[:CALTECH101_TRAIN_PER_CLASS] for rows in per_class]))
+    test = np.setdiff1d(np.arange(len(labels)), train)
+    return {"train": Subset(everything, train.tolist()), "test": Subset(everything, test.tolist())}
 
 
 def pretraining_normalization(config: AttrDict, kind: str) -> Tuple[List[float], List[float]]:
@@ -153,7 +221,7 @@ def pretraining_normalization(config: AttrDict, kind: str) -> Tuple[List[float],
 
 
 def image_transform(kind: str, config: AttrDict, resize: Optional[int], crop: Optional[int]) -> T.Compose:
-    if kind == "folder":
+    if kind in RESIZED_KINDS:
         resize, crop = resize or 256, crop or 224
     steps = [T.Resize(resize)] if resize else []
     steps += [T.CenterCrop(crop)] if crop else []
@@ -162,7 +230,10 @@ def image_transform(kind: str, config: AttrDict, resize: Optional[int], crop: Op
 
 
 def load_config(checkpoint: str, name: Optional[str], overrides: List[str]) -> Tuple[AttrDict, Producer]:
-    """The pretraining config and a description of where it came from."""
+    """The pretraining config and a description of where it came from. Weights without a config
+    (no ``--config``, a ``hub:`` spec or no ``train_config.yaml`` beside the file) get one without
+    ``MODEL`` (:func:`build_trunk` then builds the weights' ResNet) normalising with ImageNet's
+    statistics."""
     if name is None and checkpoint == RANDOM:
         name = RANDOM_DEFAULT_CONFIG
     if name is not None:
@@ -170,8 +241,14 @@ def load_config(checkpoint: str, name: Optional[str], overrides: List[str]) -> T
     if overrides:
         raise SystemExit(f"config overrides {overrides} need --config (a checkpoint's train_config.yaml is used as is)")
     path = Path(checkpoint).resolve().parent / "train_config.yaml"
-    if not path.is_file():
-        raise SystemExit(f"--checkpoint {checkpoint}: no {path} next to it; pass --config <hydra config name>")
+    if checkpoint.startswith(HUB_PREFIX) or not path.is_file():
+        print(
+            f"--checkpoint {checkpoint}: no --config and no train_config.yaml beside it: the architecture comes "
+            "from the weights and images are normalised with ImageNet's statistics; --config NAME sets both",
+            file=sys.stderr,
+        )
+        transforms = [{"name": "Normalize", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}]
+        return AttrDict({"SEED_VALUE": 0, "DATA": {"TRAIN": {"TRANSFORMS": transforms}}}), {"weights_only": True}
     config = AttrDict(OmegaConf.to_container(OmegaConf.load(path)))  # OmegaConf reads 1e-5 as a float
     return config, {"file": str(path), "mtime_ns": path.stat().st_mtime_ns}
 
@@ -179,24 +256,27 @@ def load_config(checkpoint: str, name: Optional[str], overrides: List[str]) -> T
 def checkpoint_identity(checkpoint: str, config: AttrDict) -> Producer:
     if checkpoint == RANDOM:
         return {"checkpoint": RANDOM, "seed": config.SEED_VALUE}
-    path = Path(checkpoint).resolve()  # checkpoint.torch is a symlink to the latest phase
-    if not path.is_file():
-        raise SystemExit(f"--checkpoint {checkpoint}: no such file")
-    stat = path.stat()
-    return {"checkpoint": str(path), "mtime_ns": stat.st_mtime_ns, "bytes": stat.st_size}
+    try:
+        return weights_identity(checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(f"--checkpoint: {error}")
 
 
 def build_trunk(checkpoint: str, config: AttrDict) -> nn.Module:
-    torch.manual_seed(config.SEED_VALUE)
-    trunk = build_model(config.MODEL, config.OPTIMIZER).trunk
-    if checkpoint != RANDOM:
-        try:
-            state = read_vissl_model(checkpoint).trunk
+    """The config's trunk with the weights loaded, or the weights' own ResNet for a config without
+    ``MODEL`` (:func:`load_config`)."""
+    try:
+        if "MODEL" not in config:
+            return load_trunk(checkpoint)[0]
+        torch.manual_seed(config.SEED_VALUE)
+        trunk = build_model(config.MODEL, config.OPTIMIZER).trunk
+        if checkpoint != RANDOM:
+            state = vissl_trunk_state(checkpoint)
             into = f"the trunk of the config, {describe_run(config)}"
             check_fits(trunk.state_dict(), state, "trunk", checkpoint, into)
-        except CheckpointError as error:
-            raise SystemExit(f"--checkpoint: {error}")
-        trunk.load_state_dict(state)
+            trunk.load_state_dict(state)
+    except CheckpointError as error:
+        raise SystemExit(f"--checkpoint: {error}")
     return trunk
 
 
@@ -204,17 +284,38 @@ def default_features_dir(checkpoint: str, data: str) -> Path:
     slug = data.replace(":", "_").replace("/", "_").strip("_")
     if checkpoint == RANDOM:
         return Path(f"probe_random_{slug}")
-    path = Path(checkpoint)
-    return path.parent / f"probe_{path.stem}_{slug}"
+    try:
+        release, path = parse_spec(checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(f"--checkpoint: {error}")
+    stem = path.stem if release is None else f"{release}_{path.stem}"
+    return path.parent / f"probe_{stem}_{slug}"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a VISSL checkpoint (.torch) or 'random'")
-    parser.add_argument(
-        "--data", required=True, help="digits | folder:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT"
+    """The options of one dataset's probe or, when ``argv`` starts with ``transfer``, of the transfer
+    suite (``args.command`` says which)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    transfer = argv[:1] == [TRANSFER]
+    prog = f"{os.path.basename(sys.argv[0])} {TRANSFER}" if transfer else None
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--features-dir", type=Path, help="default: probe_<checkpoint>_<data> beside the checkpoint")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a VISSL checkpoint (this plugin's or VISSL's), a torchvision, release or VISSL trunk state dict, "
+        "hub:<release>:<local file>, or 'random'",
+    )
+    kinds = " | ".join(["digits", *(f"{kind}:ROOT" for kind in DATA_KINDS[1:])])
+    if transfer:
+        parser.add_argument("--data", required=True, nargs="+", help=f"datasets, each {kinds}")
+        parser.add_argument("--out", required=True, type=Path, help="transfer.csv, transfer.md and features/")
+    else:
+        parser.add_argument("--data", required=True, help=kinds)
+        parser.add_argument(
+            "--features-dir", type=Path, help="default: probe_<checkpoint>_<data> beside the checkpoint"
+        )
     parser.add_argument("--config", help="hydra config name, instead of the checkpoint's train_config.yaml")
     parser.add_argument("overrides", nargs="*", help="config.X=Y overrides of --config")
     parser.add_argument("--resize", type=int, help="Resize before CenterCrop (folder: 256)")
@@ -231,7 +332,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--authors-protocol", action="store_true", help="the ISSL TinyImageNet probe instead of the FORK's ImageNet one"
     )
     parser.add_argument("--head", choices=HEADS, default="linear", help="mlp: 2 hidden layers of 2048, BN, ReLU")
-    parser.add_argument("--epochs", type=int, help="default 100")
+    parser.add_argument("--epochs", type=int, help="default 100 (wmse_linear 500); replaces every torch head's")
     parser.add_argument("--batch-size", type=int, help="probe batch (default 2048; --authors-protocol 512)")
     parser.add_argument(
         "--lrs",
@@ -250,7 +351,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS))
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     parser.add_argument("--chunk-rows", type=int, default=65536, help="feature rows held in memory at once")
-    return parser.parse_intermixed_args(argv)  # config.X=Y may sit between options
+    parser.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=PROTOCOLS,
+        default=["ours"],
+        help="ours: the probe sweep and cosine k-NN above; the others: the authors' protocols (module doc)",
+    )
+    parser.add_argument(
+        "--n-hyper-param", type=int, default=N_HYPER_PARAM, help="issl_logistic, issl_svm, issl_torch_head: draws"
+    )
+    args = parser.parse_intermixed_args(argv[1:] if transfer else argv)  # config.X=Y may sit between options
+    args.command = TRANSFER if transfer else "probe"
+    return args
 
 
 def cached_splits(args: argparse.Namespace, features_dir: Path) -> Dict[str, Any]:
@@ -313,49 +426,128 @@ def label_subset(train: Features, config: ProbeConfig) -> Features:
     return Features(np.asarray(train.features[rows]), np.asarray(train.labels[rows]))
 
 
+def describe(values: Dict[str, float]) -> str:
+    """``{"lr": 0.3, "wd": 1e-06}`` -> ``"lr 0.3, wd 1e-06"``."""
+    return ", ".join(f"{name} {value:.3g}" for name, value in values.items())
+
+
 def report(args: argparse.Namespace, results: Dict[str, Any]) -> str:
-    config = results["probe_config"]
-    probe = results[config["head"]]
     learnt_from = f"{results['train_count']} train"
-    if config["label_fraction"] < 1:
-        learnt_from = f"{probe['train_rows']} of {learnt_from} ({config['label_fraction']:g} of the labels)"
-    selected = "%s, lr %g wd %g (%d epochs)" % (config["head"], probe["lr"], probe["wd"], config["epochs"])
+    if args.label_fraction < 1:
+        learnt_from = f"{results['train_rows']} of {learnt_from} ({args.label_fraction:g} of the labels)"
     lines = [
         f"Probe of {args.checkpoint} on {args.data} ({results['dim']}-d features, "
-        f"{learnt_from} / {results['test_count']} test):",
-        f"  {selected:<40}top-1 {probe['test_top1']:6.2f}%   top-5 {probe['test_top5']:6.2f}%",
-        f"  {'%s, max over the lr x wd grid' % config['head']:<40}top-1 {probe['max_test_top1']:6.2f}%",
+        f"{learnt_from} / {results['test_count']} test):"
     ]
-    for k, scores in results["knn"].items():
-        name = f"k-NN, k = {k} (T {args.temperature:g})"
-        lines.append(f"  {name:<40}top-1 {scores['top1']:6.2f}%   top-5 {scores['top5']:6.2f}%")
+    if "probe_config" in results:  # ours
+        config = results["probe_config"]
+        probe = results[config["head"]]
+        selected = "%s, lr %g wd %g (%d epochs)" % (config["head"], probe["lr"], probe["wd"], config["epochs"])
+        lines += [
+            f"  {selected:<40}top-1 {probe['test_top1']:6.2f}%   top-5 {probe['test_top5']:6.2f}%",
+            f"  {'%s, max over the lr x wd grid' % config['head']:<40}top-1 {probe['max_test_top1']:6.2f}%",
+        ]
+        for k, scores in results["knn"].items():
+            name = f"k-NN, k = {k} (T {args.temperature:g})"
+            lines.append(f"  {name:<40}top-1 {scores['top1']:6.2f}%   top-5 {scores['top5']:6.2f}%")
+    for outcome in results["protocols"]:
+        if outcome["protocol"] != "ours":
+            name = ", ".join(filter(None, [outcome["classifier"], describe(outcome["selected"])]))
+            top5 = "" if outcome["top5"] is None else f"   top-5 {outcome['top5']:6.2f}%"
+            lines.append(f"  {outcome['protocol'] + ': ' + name:<39} top-1 {outcome['top1']:6.2f}%{top5}")
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = parse_args(argv)
-    try:
-        config = probe_config(args)
-        check_max_fraction(args.max_broken_fraction, BROKEN_OPTION)
-    except ValueError as error:  # before the minutes of feature extraction
-        raise SystemExit(f"probe options: {error}")
-    features_dir = args.features_dir or default_features_dir(args.checkpoint, args.data)
+def probe_data(args: argparse.Namespace, config: ProbeConfig, features_dir: Path) -> Dict[str, Any]:
+    """Every ``--protocol`` on the features of ``args.data`` (extracted if not cached); writes
+    ``results.json`` in ``features_dir``, prints the report and returns the results."""
     splits = cached_splits(args, features_dir)
-    probe = linear_probe(splits["train"], splits["test"], config)
-    knn_train = label_subset(splits["train"], config)
-    knn = knn_accuracy(knn_train, splits["test"], args.ks, args.temperature, train_chunk=args.chunk_rows)
+    train = label_subset(splits["train"], config)  # what every protocol learns from
     results = {
         "checkpoint": args.checkpoint,
         "data": args.data,
         "dim": splits["train"].dim,
         "train_count": len(splits["train"]),
+        "train_rows": len(train),
         "test_count": len(splits["test"]),
-        "probe_config": dataclasses.asdict(config),
-        config.head: dataclasses.asdict(probe),
-        "knn": {k: {"top1": top1, "top5": top5} for k, (top1, top5) in knn.items()},
-        "knn_temperature": args.temperature,
     }
+    outcomes = []
+    for name in dict.fromkeys(args.protocol):
+        if name == "ours":
+            probe = linear_probe(splits["train"], splits["test"], config)
+            knn = knn_accuracy(train, splits["test"], args.ks, args.temperature, train_chunk=args.chunk_rows)
+            results["probe_config"] = dataclasses.asdict(config)
+            results[config.head] = dataclasses.asdict(probe)
+            results["knn"] = {k: {"top1": top1, "top5": top5} for k, (top1, top5) in knn.items()}
+            results["knn_temperature"] = args.temperature
+            outcomes += ours(config, probe, knn, args.temperature)
+        else:
+            protocol_args = (args.n_hyper_param, args.epochs, args.seed, args.chunk_rows)
+            outcomes.append(authors_protocol(name, train, splits["test"], *protocol_args))
+    results["protocols"] = [dataclasses.asdict(outcome) for outcome in outcomes]
     (features_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(report(args, results))
     print(f"Results: {features_dir / 'results.json'}")
     return results
+
+
+TABLE_COLUMNS = ("dataset", "protocol", "classifier", "top1", "top5", "selected", "settings")
+
+
+def write_table(out: Path, rows: List[Dict[str, Any]]) -> str:
+    """``out/transfer.csv`` (settings as JSON) and ``out/transfer.md`` (without them); returns the markdown."""
+    with open(out / "transfer.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows({**row, "settings": json.dumps(row["settings"], sort_keys=True)} for row in rows)
+    lines = ["| dataset | protocol | classifier | top-1 | top-5 | selected |", "|---|---|---|---:|---:|---|"]
+    for row in rows:
+        top5 = "-" if row["top5"] is None else f"{row['top5']:.2f}"
+        cells = [row["dataset"], row["protocol"], row["classifier"], f"{row['top1']:.2f}", top5, row["selected"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    (out / "transfer.md").write_text(markdown)
+    return markdown
+
+
+def transfer(args: argparse.Namespace, config: ProbeConfig) -> Dict[str, Any]:
+    """Every ``--data`` spec through :func:`probe_data` (features in ``--out/features/<spec>``), then one
+    table of them all; returns each spec's results."""
+    for spec in args.data:  # every spec, before the first extraction
+        _, root = parse_data(spec)
+        if root is not None and not root.is_dir():
+            raise SystemExit(f"--data {spec}: {root} is not a directory (nothing is downloaded)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for spec in dict.fromkeys(args.data):
+        slug = spec.replace(":", "_").replace("/", "_").strip("_")
+        results[spec] = probe_data(
+            argparse.Namespace(**{**vars(args), "data": spec}), config, args.out / "features" / slug
+        )
+    rows = [
+        {
+            "dataset": spec,
+            **{column: outcome[column] for column in ("protocol", "classifier", "top1", "top5", "settings")},
+            "selected": describe(outcome["selected"]),
+        }
+        for spec, result in results.items()
+        for outcome in result["protocols"]
+    ]
+    print(write_table(args.out, rows))
+    print(f"Table: {args.out / 'transfer.csv'}, {args.out / 'transfer.md'}")
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """``results.json``'s content for one dataset; with ``transfer``, each dataset's."""
+    args = parse_args(argv)
+    try:
+        config = probe_config(args)
+        check_max_fraction(args.max_broken_fraction, BROKEN_OPTION)
+        if args.n_hyper_param < 1:
+            raise ValueError(f"--n-hyper-param must be >= 1; got {args.n_hyper_param}")
+    except ValueError as error:  # before the minutes of feature extraction
+        raise SystemExit(f"probe options: {error}")
+    if args.command == TRANSFER:
+        return transfer(args, config)
+    return probe_data(args, config, args.features_dir or default_features_dir(args.checkpoint, args.data))

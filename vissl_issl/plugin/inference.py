@@ -6,6 +6,7 @@ mid-training: folder label paths, FSDP heads, then the loss's own
 
 from vissl_issl.plugin.checkpointing import resume_iterations_exactly
 from vissl_issl.plugin.hooks.grad_value_clip import clip_value
+from vissl_issl.plugin.hooks.online_eval import online_eval_config
 from vissl_issl.plugin.input_checks import check_max_broken_fractions
 
 from classy_vision.losses import LOSS_REGISTRY
@@ -110,6 +111,7 @@ def infer_and_check(config) -> None:
     check_representation_dim(config)
     clip_value(config.MODEL)
     check_max_broken_fractions(config)
+    online_eval_config(config)
     resume_iterations_exactly(config)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)
     if hasattr(loss_cls, "infer_config"):

@@ -4,8 +4,14 @@ VISSL's own ``tools/run_distributed_engines.py`` spawns ranks that never import 
 passes VISSL's default hook generator; this one imports ``vissl_issl`` (the caller's module top),
 runs the plugin's config inference before launching, and uses the plugin's hook generator for
 local ranks and SLURM jobs alike.
+
+``MODEL.WEIGHTS_INIT.PARAMS_FILE`` (e.g. the feature compressor's frozen trunk) takes any weights
+spec of :mod:`vissl_issl.weights`: weights that are not a VISSL checkpoint are checked against the
+config's trunk and written as one, ``<CHECKPOINT.DIR>/init_weights.torch``, which the dumped
+``train_config.yaml`` names instead.
 """
 
+from pathlib import Path
 from typing import List
 from unittest import mock
 
@@ -14,6 +20,7 @@ from vissl_issl.plugin.hooks import hook_generator
 from vissl_issl.plugin.inference import infer_and_check
 from vissl_issl.plugin.input_checks import check_data_paths, check_loss_overrides
 
+import torch
 from omegaconf import OmegaConf
 from vissl.config import AttrDict, check_cfg_version
 from vissl.utils import distributed_launcher
@@ -23,6 +30,9 @@ from vissl.utils.hydra_config import (
     infer_and_assert_hydra_config,
     save_attrdict_to_disk,
 )
+
+from vissl_issl import weights
+from vissl_issl.atomic_files import write_atomically
 
 checkpointing.install_resume()
 
@@ -41,6 +51,25 @@ class SlurmJob(distributed_launcher._ResumableSlurmJob):
         return submitit.helpers.DelayedSubmission(SlurmJob(self.engine_name, self.config))
 
 
+INIT_WEIGHTS_NAME = "init_weights.torch"
+
+
+def convert_init_weights(config) -> None:
+    """Points ``MODEL.WEIGHTS_INIT.PARAMS_FILE`` at a VISSL checkpoint of its weights (see the
+    module docstring) unless it is one, or names none, or is read with another state dict key."""
+    init = config.MODEL.WEIGHTS_INIT
+    if not init.PARAMS_FILE or init.STATE_DICT_KEY_NAME != "classy_state_dict":
+        return
+    checkpoint = weights.as_vissl_checkpoint(init.PARAMS_FILE, config)
+    if checkpoint is None:
+        return
+    path = Path(config.CHECKPOINT.DIR).resolve() / INIT_WEIGHTS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
+    print(f"MODEL.WEIGHTS_INIT.PARAMS_FILE {init.PARAMS_FILE} -> {path}")
+    init.PARAMS_FILE = str(path)
+
+
 def compose(overrides: List[str], dump_config: bool = False):
     """VISSL's ``convert_to_attrdict`` steps, interpolations resolved, with the plugin's inference added before the
     ``train_config.yaml`` dump (which must precede VISSL's FSDP dtype conversion).
@@ -54,6 +83,7 @@ def compose(overrides: List[str], dump_config: bool = False):
     infer_and_check(config)
     check_loss_overrides(overrides, config)
     if dump_config:
+        convert_init_weights(config)
         save_attrdict_to_disk(config)
     convert_fsdp_dtypes(config)
     return args, config

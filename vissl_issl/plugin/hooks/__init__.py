@@ -10,6 +10,7 @@ from typing import Callable, Dict, List
 from vissl_issl.plugin.hooks.broken_images import broken_images_hook
 from vissl_issl.plugin.hooks.grad_value_clip import GradValueClipHook, clip_value
 from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
+from vissl_issl.plugin.hooks.online_eval import OnlineEvalHook, online_eval_enabled
 from vissl_issl.plugin.hooks.rate_weight_annealing import RateWeightAnnealingHook
 from vissl_issl.plugin.hooks.rng_state import RngStateHook
 
@@ -26,7 +27,8 @@ def hook_generator(cfg) -> List[ClassyHook]:
     """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the generator
     states' hook (it snapshots before VISSL's checkpoint hook saves), plus the hooks the configured
     loss asks for and gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's
-    NaN checks give way to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`)."""
+    NaN checks give way to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`). The online
+    evaluation (``HOOKS.ONLINE_EVAL``) comes last, after VISSL's checkpoint hook saved the epoch."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
     from vissl_issl.plugin.hooks.dino_teacher import DinoTeacherHook
@@ -45,4 +47,6 @@ def hook_generator(cfg) -> List[ClassyHook]:
     value = clip_value(cfg.MODEL)
     if value is not None:
         hooks.append(GradValueClipHook(value))
+    if online_eval_enabled(cfg):
+        hooks.append(OnlineEvalHook(cfg.HOOKS.ONLINE_EVAL))
     return hooks
