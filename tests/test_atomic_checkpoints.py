@@ -1,6 +1,7 @@
 """Checkpoint files are replaced whole or not at all; resume picks the newest file that loads."""
 
 import errno
+import io
 import logging
 import os
 from types import SimpleNamespace
@@ -27,14 +28,36 @@ def test_a_write_that_fails_part_way_leaves_the_previous_file_and_no_partial_one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_phase1.torch"]
 
 
-def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays(tmp_path):
+class FillsUp(io.RawIOBase):
+    """A file on a disk that is full after ``room`` bytes."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+def write_then_fill(file):
+    file.write(b"x" * 1000)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def torch_save_then_fill(file):
+    # torch.save raises "unexpected pos" from its zip writer's clean-up, the ENOSPC as its context.
+    torch.save({"weights": torch.zeros(10**6)}, io.BufferedWriter(FillsUp(file, 100_000)))
+
+
+@pytest.mark.parametrize("disk_full", [write_then_fill, torch_save_then_fill])
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays(tmp_path, disk_full):
     path = tmp_path / "model_phase1.torch"
     path.write_bytes(b"previous")
-
-    def disk_full(file):
-        file.write(b"x" * 1000)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     with pytest.raises(
         DiskFullError, match=r"while writing .*model_phase1.torch .*MiB free.*previous version is intact"
     ):

@@ -8,6 +8,7 @@ more times (``pytest -m soak tests/test_kill_anywhere.py``; figures in docs/reli
 
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def test_soak_many_kills_at_random_instants(uninterrupted, tmp_path):
         directory = tmp_path / f"round{rounds}"
         landed += survive(directory, [kill() for _ in range(20)])
         assert_same_final_state(uninterrupted, directory)
+        shutil.rmtree(directory)  # 1.4 GB a round
     print(f"survived {landed} kills in {rounds} runs, each ending bit for bit as the uninterrupted run")
 
 

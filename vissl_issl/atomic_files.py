@@ -32,6 +32,16 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` or an error it was raised while handling is ENOSPC: torch.save reports a
+    failed write as "unexpected pos" from its zip writer's clean-up, the ENOSPC as its context."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
     """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``.
 
@@ -47,7 +57,7 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        if out_of_space(error):
             free = shutil.disk_usage(path.parent).free
             raise DiskFullError(
                 errno.ENOSPC,
