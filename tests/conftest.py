@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+import torch
 from preloaded import Server
 
 # tools/test.sh runs one pytest worker per core: each worker, and every process it starts, then
@@ -93,3 +94,14 @@ def model_config(**head: Any):
     config = AttrDict(copy.deepcopy(default_model_config()))
     config.HEAD.update(head)
     return config
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For tests of tiny tensors on the shared 2 cores: waking torch's thread pool costs more than
+    the maths (25x slower on a busy machine; a 64 px ResNet-50 pass takes seconds with 2 threads
+    under load, a fraction of one with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

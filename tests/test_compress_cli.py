@@ -19,12 +19,7 @@ CODE_DIM = 16
 FAST_PROBE = ["--epochs", "2", "--lrs", "0.1", "--wds", "1e-6"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pretraining_config(seed: int) -> dict:

@@ -119,14 +119,7 @@ def vissl_run(case: str, root: Path) -> VisslRun:
     return VisslRun(checkpoint, arch, inputs, features)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tests run on 2 shared cores: more threads only contend (a 64 px ResNet-50 pass takes
-    # seconds with 2 threads under load, a fraction of one with 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

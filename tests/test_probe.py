@@ -34,15 +34,7 @@ from vissl_issl.evaluation.linear_probe import (
 )
 from vissl_issl.evaluation.subsets import stratified_subset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: with several threads, waking the thread pool costs more than the
-    maths (25x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cached(directory: Path, split: str, features: np.ndarray, labels: np.ndarray) -> Features:
