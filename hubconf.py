@@ -3,11 +3,12 @@ plugin or other ResNet trunk weights, as torchvision ResNets returning pooled fe
 
     model = torch.hub.load("<owner>/<repo>", "dissl_resnet50_d8192_e400_m6")  # downloads the weights
     model = torch.hub.load("/path/to/checkout", "from_checkpoint", "run/checkpoint.torch", source="local")
+    compressor = torch.hub.load("/path/to/checkout", "compressor", "vic/checkpoint.torch", source="local")
     features = model.eval()(torch.hub.load("<owner>/<repo>", "preprocessor")()(pil_image)[None])
 
 Needs torch and torchvision only (PyYAML for ``from_checkpoint`` of a run folder with a
-``train_config.yaml``): :mod:`vissl_issl.hub` imports nothing from VISSL. Helpers are underscored
-so that ``torch.hub.list`` shows only entrypoints.
+``train_config.yaml``, and compressai for ``compressor``): :mod:`vissl_issl.hub` imports nothing from
+VISSL. Helpers are underscored so that ``torch.hub.list`` shows only entrypoints.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torchvision
 # torch.hub puts the checkout first on sys.path while it imports this file.
 from vissl_issl import hub as _hub
 from vissl_issl import weights as _weights
+from vissl_issl.compression.compressor import Compressor as _Compressor
 
 dependencies = ["torch", "torchvision"]
 
@@ -78,3 +80,13 @@ def from_checkpoint(path: str, maxpool: bool | None = None) -> torch.nn.Module:
     else from the weight shapes, with ``maxpool`` (default True) saying whether the stem had a
     maxpool."""
     return _weights.load_trunk(path, maxpool)[0]
+
+
+def compressor(path: str, trunk: str | None = None, resize: int | None = None, crop: int | None = None) -> _Compressor:
+    """A compressor trained with this plugin (VIC, BINCE, a feature compressor) from a local
+    checkpoint with its train_config.yaml: ``compress(images) -> list[bytes]``,
+    ``decompress(records) -> z_hat``, ``compress_dataset`` / ``decompress_dataset``, ``rate(images)``;
+    ``compressor.preprocess`` turns a PIL image into the model's input. ``trunk``: other weights for
+    the trunk (e.g. the frozen trunk of a feature compressor); ``resize``/``crop`` go in
+    ``preprocess``. Nothing is downloaded."""
+    return _Compressor.from_checkpoint(path, trunk=trunk, resize=resize, crop=crop)

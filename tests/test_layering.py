@@ -14,10 +14,13 @@ from conftest import REPO
 
 PACKAGE = REPO / "vissl_issl"
 CORE = {"maths", "architectures", "config", "schedules", "optim", "data", "checkpoints", "atomic_files"}
-CORE |= {"losses", "hub", "weights", "methods", "evaluation.core"}
+CORE |= {"losses", "hub", "weights", "methods", "evaluation.core", "compression.core"}
 # evaluation/ holds two units: its plain-torch core on cached features, which the plugin's online
 # evaluation hook runs, and the modules that build VISSL models through the plugin (the probe tool).
 EVALUATION_CORE = {"features", "knn", "linear_probe", "subsets"}
+# compression/ likewise: the container, the codec baselines and the compressor API need no VISSL;
+# coding a VISSL model's head and the report tool do.
+COMPRESSION_CORE = {"bitstream", "classical", "image_arrays", "matched_accuracy", "compressor"}
 # What each unit (a sub-package or top-level module of vissl_issl) may import from vissl_issl.
 ALLOWED: Dict[str, Set[str]] = {
     "maths": set(),
@@ -36,7 +39,9 @@ ALLOWED: Dict[str, Set[str]] = {
     "evaluation.core": set(),
     "plugin": CORE - {"hub", "methods"} | {"compat"},
     "evaluation": {"checkpoints", "data", "plugin", "weights", "evaluation.core"},
-    "compression": {"maths", "architectures", "checkpoints", "evaluation", "evaluation.core", "plugin"},
+    "compression.core": {"maths", "checkpoints", "weights"},
+    "compression": {"maths", "architectures", "checkpoints", "evaluation", "evaluation.core", "plugin"}
+    | {"compression.core"},
     "experiments": {"evaluation", "evaluation.core", "plugin"},
 }
 VISSL_PACKAGES = ("vissl", "classy_vision", "fairscale")
@@ -46,6 +51,8 @@ def module_unit(parts: Tuple[str, ...]) -> str:
     """The unit of module ``vissl_issl.<parts>`` (or of a name defined in it)."""
     if parts[0] == "evaluation" and len(parts) > 1 and parts[1] in EVALUATION_CORE:
         return "evaluation.core"
+    if parts[0] == "compression" and len(parts) > 1 and parts[1] in COMPRESSION_CORE:
+        return "compression.core"
     return parts[0]
 
 

@@ -36,7 +36,6 @@ the checkpoint's trunk and heads. Images are the un-augmented split, transformed
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -63,6 +62,7 @@ from vissl_issl.compression.bottleneck import (
     per_second,
 )
 from vissl_issl.compression.classical import CODECS, encode_images, webp_supported
+from vissl_issl.compression.compressor import CONTAINER_FORMAT, coder_fingerprint
 from vissl_issl.compression.image_arrays import ArrayImages, load_images
 from vissl_issl.compression.matched_accuracy import RatePoint, by_rate, cheapest_reaching, describe_match
 from vissl_issl.evaluation import probe
@@ -71,7 +71,6 @@ from vissl_issl.evaluation.linear_probe import AUTHORS_LRS, AUTHORS_WDS, ProbeCo
 
 SPLITS = probe.SPLITS
 DEFAULT_QUALITIES = (5, 10, 20, 30, 50, 70, 90, 95)
-CONTAINER_FORMAT = "vissl_issl entropy-coded codes"
 
 
 # ---------------------------------------------------------------- model and data
@@ -110,16 +109,6 @@ def split_datasets(args: argparse.Namespace, transform: T.Compose) -> Dict[str, 
     return {split: limited(dataset, args.limit) for split, dataset in splits.items()}
 
 
-def coder_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of the bottleneck head's state (parameters and updated coder tables): decoding
-    needs exactly this state."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.heads[find_bottleneck(model)].state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def coder_meta(model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
     head = model.heads[find_bottleneck(model)]
     return {
@@ -127,7 +116,7 @@ def coder_meta(model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
         "dtype": "float32",
         "coder": f"{type(head).__module__}.{type(head).__name__}",
         "prior": str(getattr(head, "prior", "")),
-        "coder_sha256": coder_fingerprint(model),
+        "coder_sha256": coder_fingerprint(head),
         "checkpoint": str(Path(args.checkpoint).resolve()),
         "data": args.data,
         "split": getattr(args, "split", None),
@@ -165,7 +154,7 @@ def encode(args: argparse.Namespace) -> Dict[str, Any]:
 def check_coder(meta: Dict[str, Any], model: nn.Module, codes: Path, checkpoint: str) -> None:
     if meta.get("format") != CONTAINER_FORMAT:
         raise SystemExit(f"{codes}: not written by tools/compress.py encode (format {meta.get('format')!r})")
-    if meta.get("coder_sha256") != coder_fingerprint(model):
+    if meta.get("coder_sha256") != coder_fingerprint(model.heads[find_bottleneck(model)]):
         raise SystemExit(
             f"{codes} was encoded by the coder of {meta.get('checkpoint')}; the entropy_bottleneck of "
             f"--checkpoint {checkpoint} differs and cannot decode it"
