@@ -12,7 +12,7 @@ from vissl_issl.compression.classical import (
     jpeg_header_bytes,
     webp_supported,
 )
-from vissl_issl.compression.matched_accuracy import RatePoint, by_rate, cheapest_reaching, describe_match
+from vissl_issl.compression.matched_accuracy import RatePoint, at_edge, by_rate, cheapest_reaching, describe_match
 
 needs_webp = pytest.mark.skipif(not webp_supported(), reason="this Pillow build has no WebP codec")
 
@@ -161,3 +161,12 @@ def test_matched_accuracy_tolerance_and_description():
     assert "never reaches 95.00%" in describe_match("jpeg", None, 95.0, best)
     assert "200.0 bits/image" in describe_match("jpeg", cheapest_reaching(points, 85.0), 85.0, best)
     assert [point.bits for point in by_rate(points[::-1])] == sorted(point.bits for point in points)
+
+
+def test_a_match_at_the_cheapest_setting_is_reported_at_the_sweeps_edge():
+    points = synthetic_curve()
+    edge, inside = cheapest_reaching(points, 10.0), cheapest_reaching(points, 85.0)
+    assert at_edge(edge, points) and not at_edge(inside, points) and not at_edge(None, points)
+    line = describe_match("jpeg", edge, 10.0, edge, True)
+    assert "cheapest setting tried: the codec's matched rate may be lower" in line
+    assert "may be lower" not in describe_match("jpeg", inside, 85.0, inside, False)
