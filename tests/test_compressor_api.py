@@ -96,6 +96,19 @@ def test_trunk_from_other_weights(runs, compressor, images, tmp_path):
     assert not torch.equal(other(images)[0], compressor(images)[0])
 
 
+def test_a_frozen_trunks_checkpoint_layout_loads(runs, compressor, images, tmp_path):
+    """A feature compressor's VISSL checkpoint holds its frozen trunk under ``base_model.`` (VISSL's
+    FeatureExtractorModel): the same codes as the plain layout."""
+    run = tmp_path / "frozen"
+    run.mkdir()
+    content = torch.load(runs[0], weights_only=False)
+    model = content["classy_state_dict"]["base_model"]["model"]
+    model["trunk"] = {f"base_model.{key}": value for key, value in model["trunk"].items()}
+    torch.save(content, run / runs[0].name)
+    (run / "train_config.yaml").write_text((runs[0].parent / "train_config.yaml").read_text())
+    assert torch.equal(Compressor.from_checkpoint(run / runs[0].name)(images)[0], compressor(images)[0])
+
+
 def test_checkpoint_errors_name_the_problem(runs, tmp_path):
     run = tmp_path / "not_a_compressor"
     run.mkdir()
@@ -132,3 +145,12 @@ def test_hub_entrypoint_builds_with_vissl_blocked(runs, compressor, images, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "loaded: []"
     assert torch.equal(torch.load(tmp_path / "codes.pt"), compressor(images)[0])
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(runs):
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "use_compressor.py"), str(runs[0])],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "equal to the model's: True" in result.stdout
+    assert "360 images in" in result.stdout and f"codes (360, {CODE_DIM})" in result.stdout

@@ -42,7 +42,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "compression.core": {"maths", "checkpoints", "weights"},
     "compression": {"maths", "architectures", "checkpoints", "evaluation", "evaluation.core", "plugin"}
     | {"compression.core"},
-    "experiments": {"evaluation", "evaluation.core", "plugin"},
+    "experiments": {"evaluation", "evaluation.core", "plugin", "compression", "compression.core"},
 }
 VISSL_PACKAGES = ("vissl", "classy_vision", "fairscale")
 

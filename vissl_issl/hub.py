@@ -47,6 +47,9 @@ VISSL_PREFIX = "_feature_blocks."
 VISSL_RESIZER_PREFIX = "_feature_blocks.resizer."
 TORCHVISION_RESIZER_PREFIX = "avgpool.0."
 RELEASE_RESIZER_PREFIX = "resizer."
+# VISSL's FeatureExtractorModel, which wraps a trunk frozen by MODEL.FEATURE_EVAL_SETTINGS (the
+# feature compressor's), saves it one level down.
+VISSL_FROZEN_PREFIX = "base_model."
 
 # The only MODEL.TRUNK.RESNETS values under which VISSL's ResNeXt is torchvision's ResNet.
 PLAIN_RESNETS = {"WIDTH_MULTIPLIER": 1, "GROUPS": 1, "WIDTH_PER_GROUP": 64, "NORM": "BatchNorm", "LAYER4_STRIDE": 2}
@@ -89,7 +92,10 @@ def torchvision_to_release(state: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def vissl_to_torchvision(trunk: Mapping[str, torch.Tensor], source: PathLike) -> StateDict:
-    """A VISSL trunk state dict (``_feature_blocks.`` keys) in torchvision's layout."""
+    """A VISSL trunk state dict (``_feature_blocks.`` keys, or ``base_model._feature_blocks.`` of a
+    frozen trunk) in torchvision's layout."""
+    if trunk and all(key.startswith(VISSL_FROZEN_PREFIX) for key in trunk):
+        trunk = _replace_prefix(trunk, VISSL_FROZEN_PREFIX, "")
     renamed = _replace_prefix(trunk, VISSL_RESIZER_PREFIX, TORCHVISION_RESIZER_PREFIX)
     strays = [key for key in renamed if not key.startswith((VISSL_PREFIX, TORCHVISION_RESIZER_PREFIX))]
     if strays:
