@@ -40,7 +40,7 @@ from vissl_issl.experiments.runner import duration, pretrain, pretrained
 TRUNK_RECIPE = "config=pretrain/dissl/dissl_resnet18_digits"
 COMPRESSOR_RECIPE = "config=pretrain/feature_compressor/feature_compressor_dissl_resnet18_digits"
 TRUNKS = ("dissl", "random")
-DEFAULT_BETAS = (0.3, 1.0, 3.0, 10.0, 28.854)  # 28.854: the authors' CLIP compressor (code beta 0.05)
+DEFAULT_BETAS = (0.1, 0.5, 3.0, 28.854)  # 28.854: the authors' CLIP compressor (code beta 0.05)
 QUALITIES = ("1", "2", "5", "10", "20", "30", "50", "70", "90", "95")
 REPORT_FILE = "report/results.json"
 
