@@ -72,7 +72,7 @@ def test_tool_trains_both_and_writes_the_figure_and_finite_numbers(tmp_path):
     numbers = vic_vs_vae.main(argv)
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(figure.with_suffix(".json").read_text()) == json.loads(json.dumps(numbers))
-    assert numbers["epochs"] == 1 and set(numbers["models"]) == {"vic", "vae"}
+    assert numbers["epochs"] == {"vic": 1, "vae": 1} and set(numbers["models"]) == {"vic", "vae"}
     for values in numbers["models"].values():
         for key in ("real_bits", "estimated_bits", "mse_vs_canonical", "mse_vs_input"):
             assert math.isfinite(values[key]) and values[key] >= 0

@@ -8,7 +8,8 @@
 1. Pretrains ``pretrain/vic/vic_resnet18_digits`` (the code of the augmented image reconstructs the
    canonical image) and ``pretrain/vic/vae_resnet18_digits`` (it reconstructs the augmented image
    itself, distortion weight x2) for ``--epochs`` each, seeded, through the plugin launcher into
-   ``<out>/vic`` and ``<out>/vae`` (a finished run is reused, a killed one resumes). The online k-NN
+   ``<out>/vic`` and ``<out>/vae`` (a finished run of the same epochs and seed is reused, one of
+   others refused, a killed one resumes). The online k-NN
    evaluation is switched off (the figure does not use it; it leaves training unchanged). Or takes
    the checkpoints of finished runs (``--vic-checkpoint``, ``--vae-checkpoint``), each with its
    ``train_config.yaml`` beside it.
@@ -33,8 +34,9 @@
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import vissl_issl.plugin  # noqa: F401  (registers the plugin's heads, trunks and the digits source)
 
@@ -57,6 +59,7 @@ TRAIN_OVERRIDES = ["config.HOOKS.ONLINE_EVAL.ENABLED=False"]
 DEFAULT_FIGURE = Path("docs/compression/digits_vic_vae.png")
 UPSCALE = 4  # 16 px digits drawn at 64 px, nearest neighbour
 GAP = 2  # pixels between tiles
+NUMBERS = ("real_bits", "estimated_bits", "mse_vs_canonical", "mse_vs_input")
 
 
 # ---------------------------------------------------------------- runs and models
@@ -68,10 +71,17 @@ def pretrain(model: str, out: Path, epochs: int, seed: int, overrides: List[str]
     if runner.pretrained(directory) is None:
         command = [f"config={MODELS[model]}", f"config.OPTIMIZER.num_epochs={epochs}", *TRAIN_OVERRIDES, *overrides]
         runner.pretrain(command, directory, seed, slurm=False)
-    return runner.pretrained(directory)
+    checkpoint = runner.pretrained(directory)
+    trained = probe.load_config(str(checkpoint), None, [])[0]
+    if (trained.OPTIMIZER.num_epochs, trained.SEED_VALUE) != (epochs, seed):
+        raise SystemExit(
+            f"{directory} holds a finished run of {trained.OPTIMIZER.num_epochs} epochs, seed {trained.SEED_VALUE}, "
+            f"not --epochs {epochs} --seed {seed}: choose another --out"
+        )
+    return checkpoint
 
 
-def load(checkpoint: Path) -> tuple:
+def load(checkpoint: Path) -> Tuple[nn.Module, AttrDict]:
     """``(model, config)`` of a compressor checkpoint, from the ``train_config.yaml`` beside it."""
     config, _ = probe.load_config(str(checkpoint), None, [])
     if "MODEL" not in config:
@@ -82,26 +92,28 @@ def load(checkpoint: Path) -> tuple:
 # ---------------------------------------------------------------- data
 
 
-def test_digits() -> tuple:
+def test_digits() -> Tuple[torch.Tensor, torch.Tensor, List[Any]]:
     """``(canonical (N, 3, 16, 16) in [0, 1], labels (N,), PIL images)`` of the digits test split."""
     split = probe.DigitsSplit("test", T.ToTensor())
     canonical = torch.stack([split[i][0] for i in range(len(split))])
     images = [split.digits[i][0] for i in range(len(split))]
-    return canonical, torch.as_tensor(split.digits.labels, dtype=torch.int64), images
+    return canonical, torch.tensor(np.array(split.digits.labels), dtype=torch.int64), images
 
 
-def augment(images: Sequence, config: AttrDict, seed: int) -> tuple:
+def augment(images: Sequence, config: AttrDict, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(inputs normalised, inputs in [0, 1])``: one draw of ``config``'s training transforms per
     image, which must make view 0 the normalised crop and view 1 the same crop un-normalised (the
     VAE recipe's)."""
     transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
     torch.manual_seed(seed)
-    views = [transform({"data": [image], "label": [0], "data_valid": [True], "data_idx": [i]}) for i, image in
-             enumerate(images)]
+    views = [
+        transform({"data": [image], "label": [0], "data_valid": [True], "data_idx": [i]})
+        for i, image in enumerate(images)
+    ]
     inputs = torch.stack([sample["data"][0] for sample in views])
     pixels = torch.stack([sample["data"][1] for sample in views])
     if pixels.min() < 0 or pixels.max() > 1:
-        raise SystemExit("the VAE recipe's view 1 is not an image in [0, 1]: its target must be the un-normalised input")
+        raise SystemExit("the VAE recipe's view 1 is not in [0, 1]: its target must be the input un-normalised")
     return inputs, pixels
 
 
@@ -146,7 +158,8 @@ def evaluate(model: nn.Module, inputs, pixels, canonical, labels, args) -> Dict[
         for base in args.base_indices:
             codes = z_hat[base].repeat(args.columns, 1)
             codes[:, dim] = values
-            traversals.append({"dim": dim, "base": base, "values": values.tolist(), "images": decode_images(model, codes)})
+            images = decode_images(model, codes)
+            traversals.append({"dim": dim, "base": base, "values": values.tolist(), "images": images})
     return {
         "real_bits": float(np.mean([8 * len(record) for record in encoded.records])),
         "estimated_bits": float(encoded.estimated_bits.mean()),
@@ -174,10 +187,11 @@ def strip(images: torch.Tensor) -> np.ndarray:
 
 
 def bits_label(name: str, result: Dict[str, Any]) -> str:
-    return f"{name} reconstruction\n{result['real_bits']:.0f} bits/image coded\n({result['estimated_bits']:.1f} est. -log2 q)"
+    bits = f"{result['real_bits']:.0f} bits/image coded\n({result['estimated_bits']:.1f} estimated -log2 q)"
+    return f"{name} reconstruction\n{bits}"
 
 
-def draw(path: Path, canonical, pixels, columns: List[int], results: Dict[str, Dict[str, Any]], epochs) -> None:
+def draw(path: Path, canonical, pixels, labels, columns: List[int], results: Dict[str, Dict[str, Any]], epochs) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +202,8 @@ def draw(path: Path, canonical, pixels, columns: List[int], results: Dict[str, D
     for model, result in results.items():
         for t in result["traversals"]:
             entropy = next(d["entropy_bits"] for d in result["traversal_dims"] if d["dim"] == t["dim"])
-            label = f"{LABELS[model]} traversal\ndim {t['dim']} ({entropy:.2f} bits)\ntest digit {t['base']}"
+            digit = f"test image {t['base']} (a {int(labels[t['base']])})"
+            label = f"{LABELS[model]} traversal\ncode dim {t['dim']} ({entropy:.2f} bits)\n{digit}"
             rows.append((label, t["images"]))
     strips = [strip(images) for _, images in rows]
     width = max(s.shape[1] for s in strips)
@@ -198,7 +213,7 @@ def draw(path: Path, canonical, pixels, columns: List[int], results: Dict[str, D
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    runs = f"{epochs} epochs each" if epochs else "given checkpoints"
+    runs = ", ".join(f"{LABELS[m]} {e} epochs" for m, e in epochs.items())
     figure.suptitle(
         f"Digits test split: VIC vs VAE (ResNet-18, 128-d factorized entropy bottleneck, {runs})\n"
         "reconstructions from the decoded bitstreams; traversals vary one code dimension of one digit's code",
@@ -223,7 +238,7 @@ def first_of_each_class(labels: torch.Tensor, count: int) -> List[int]:
     return sorted(range(len(labels)), key=lambda i: (rank[i], int(labels[i])))[:count]
 
 
-def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=15, help="pretraining epochs of each model (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="SEED_VALUE of both runs and the test augmentations")
@@ -241,7 +256,7 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] = None) -> Dict[str, Any]:
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     given = {"vic": args.vic_checkpoint, "vae": args.vae_checkpoint}
     out = args.out.resolve()
@@ -254,11 +269,12 @@ def main(argv: Sequence[str] = None) -> Dict[str, Any]:
     args.base_indices = columns[: args.traversal_bases]
     results = {m: evaluate(model, inputs, pixels, canonical, labels, args) for m, (model, _) in models.items()}
 
-    trained = all(given[m] is None for m in MODELS)
-    draw(args.figure, canonical, pixels, columns, results, args.epochs if trained else None)
+    epochs = {m: int(config.OPTIMIZER.num_epochs) for m, (_, config) in models.items()}
+    draw(args.figure, canonical, pixels, labels, columns, results, epochs)
     numbers = {
+        "command": " ".join(["python tools/vic_vs_vae.py", *(sys.argv[1:] if argv is None else argv)]),
         "data": f"digits test split, {len(labels)} images (16 px RGB), each augmented once (seed {args.seed})",
-        "epochs": args.epochs if trained else None,
+        "epochs": epochs,
         "checkpoints": {m: str(Path(c).resolve()) for m, c in checkpoints.items()},
         "bits": "real: mean 8 * len(record) of the entropy_bottleneck's compress after update(); "
         "estimated: mean -log2 q(z_hat) under the learned prior (the figure's rows show both)",
@@ -269,7 +285,7 @@ def main(argv: Sequence[str] = None) -> Dict[str, Any]:
         "shown_test_indices": columns,
     }
     for model, values in numbers["models"].items():
-        if not all(math.isfinite(values[k]) for k in ("real_bits", "estimated_bits", "mse_vs_canonical", "mse_vs_input")):
+        if not all(math.isfinite(values[key]) for key in NUMBERS):
             raise SystemExit(f"{model}: non-finite numbers {values}")
     json_path = args.figure.with_suffix(".json")
     json_path.write_text(json.dumps(numbers, indent=2) + "\n")
