@@ -35,6 +35,12 @@ def test_radius_is_the_maximal_invariant_and_the_representative_lies_on_the_225_
     left = torch.stack([-radius, torch.zeros_like(radius)], dim=1)
     torch.testing.assert_close(banana_vic.rotate(left, 45.0), rep)
     torch.testing.assert_close(banana_vic.rotate(torch.tensor([[1.0, 0.0]]), 90.0), torch.tensor([[0.0, 1.0]]))
+    # VIC trains on random points of x's orbit and reconstructs its representative; VAE: x from x.
+    vic, vae = banana_vic.TASKS["VIC"], banana_vic.TASKS["VAE"]
+    inputs = vic.train_input(vic.target(x), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(inputs.norm(dim=1), radius)
+    torch.testing.assert_close(banana_vic.representative(inputs), rep)
+    assert torch.equal(vae.train_input(vae.target(x), torch.Generator()), x)
 
 
 def test_banana_matches_the_spec_formula(banana_vic):
@@ -53,7 +59,8 @@ def test_banana_matches_the_spec_formula(banana_vic):
     torch.testing.assert_close(sampled, banana_vic.banana(noise))
 
 
-def test_short_run_writes_the_figure_and_numbers(banana_vic, tmp_path, one_torch_thread):
+def test_short_run_writes_the_figure_and_numbers(banana_vic, tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.setattr(banana_vic, "TEST_SIZE", 1000)
     out = tmp_path / "banana.png"
     results = banana_vic.main(["--steps", "30", "--batch-size", "64", "--grid", "40", "--out", str(out)])
     assert out.stat().st_size > 0
