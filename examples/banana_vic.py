@@ -20,23 +20,7 @@ point at radius ``||x||`` on the 225-degree ray, from a random point of that orb
 from x. So VIC only needs to keep the radius: its quantisation cells are rings around the origin and
 it needs fewer bits than VAE, whose cells are a grid over the data.
 
-The authors' values, spec ``compression_ssl.md`` E.1 and A.1-A.3: z dimension 2; encoder and decoder
-with 2 hidden layers of 1024, BatchNorm and Softplus; beta = 0.07 per nat, i.e. ``0.07 ln 2`` per bit
-of the bottleneck's rate; lambda = 1 / ``distortion.factor_beta``: 1 for VIC, 2 for VAE, whose
-``factor_beta`` 0.5 multiplies the rate's weight (``beta = 0.07 * 0.5``, ``L = D + 0.035 R``, the
-same objective as ``2 D + 0.07 R`` up to a factor 1/2); Adam decayed exponentially by 1000x over
-training (the coder's quantiles: Adam decayed by 100x); gradient norm clipped at 3 (their trainer's
-default); fresh samples every batch. They train 100 epochs of 1,024,000 samples (batch 8192 in their
-``config/data/base_banana.yaml``), 1e8 samples per model, at lr 3e-4. Here, by default: 1000 steps of
-256, 256,000 samples per model (0.26%), at lr 1e-2 for both optimisers: at 3e-4 (and 3e-3) the
-prior and the quantisation step had not converged in that budget (for VIC, 8.3 bits and 88 codes
-after 2500 steps at 3e-4; 4.1 bits after 1000 steps at 3e-3; 3.0 bits at 1e-2).
-
-The numbers reported: the estimated rate (mean -log2 q over test samples, evaluation mode), the real
-rate (mean ``8 * len(record)`` bits of the range coder's records) and the distortion D on test
-samples. A record is at least 64 bits (the rANS coder flushes its 64-bit state), so the real rate of
-a 2-D code is the coder's overhead, as in the authors' CSV (64 bits for both; estimated: VAE 4.83,
-VIC 2.30 bits).
+The settings, the budget scaled down from the authors' and the measured numbers: docs/compression.md.
 """
 
 import argparse
