@@ -3,6 +3,7 @@ saved as a VISSL checkpoint (nothing is trained)."""
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import vissl_issl.plugin  # noqa: F401  (compat shims, head registration)
 
@@ -43,14 +44,14 @@ def pretraining_config(seed: int) -> dict:
     return config
 
 
-def fake_checkpoint(directory: Path, seed: int) -> Path:
+def fake_checkpoint(directory: Path, seed: int, config: Optional[dict] = None) -> Path:
     """An untrained model saved in VISSL's layout, with its train_config.yaml beside it."""
     from omegaconf import OmegaConf
     from vissl.config import AttrDict
     from vissl.models import build_model
 
     directory.mkdir(parents=True)
-    config = pretraining_config(seed)
+    config = config or pretraining_config(seed)
     torch.manual_seed(seed)
     model = build_model(AttrDict(config).MODEL, AttrDict(config).OPTIMIZER)
     head = model.heads[0]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from test_compress_cli import CODE_DIM, LIMIT, eval_forward, fake_checkpoint
+from test_compress_cli import CODE_DIM, LIMIT, eval_forward, fake_checkpoint, pretraining_config
 from torch.utils.data import TensorDataset
 
 from conftest import REPO
@@ -96,17 +96,21 @@ def test_trunk_from_other_weights(runs, compressor, images, tmp_path):
     assert not torch.equal(other(images)[0], compressor(images)[0])
 
 
-def test_a_frozen_trunks_checkpoint_layout_loads(runs, compressor, images, tmp_path):
-    """A feature compressor's VISSL checkpoint holds its frozen trunk under ``base_model.`` (VISSL's
-    FeatureExtractorModel): the same codes as the plain layout."""
-    run = tmp_path / "frozen"
-    run.mkdir()
-    content = torch.load(runs[0], weights_only=False)
-    model = content["classy_state_dict"]["base_model"]["model"]
-    model["trunk"] = {f"base_model.{key}": value for key, value in model["trunk"].items()}
-    torch.save(content, run / runs[0].name)
-    (run / "train_config.yaml").write_text((runs[0].parent / "train_config.yaml").read_text())
-    assert torch.equal(Compressor.from_checkpoint(run / runs[0].name)(images)[0], compressor(images)[0])
+def test_a_frozen_trunk_compressor_codes_through_the_cli_and_the_api(tmp_path, capsys):
+    """A feature compressor's model: VISSL wraps its frozen trunk in a FeatureExtractorModel (whose
+    forward needs feature names, and whose weights it saves under ``base_model.``)."""
+    config = pretraining_config(seed=0)
+    config["MODEL"]["FEATURE_EVAL_SETTINGS"].update(
+        EVAL_MODE_ON=True, FREEZE_TRUNK_ONLY=True, SHOULD_FLATTEN_FEATS=True,
+        LINEAR_EVAL_FEAT_POOL_OPS_MAP=[["res5avg", ["Identity", []]]],
+    )  # fmt: skip
+    checkpoint = fake_checkpoint(tmp_path / "frozen", seed=0, config=config)
+    assert all(key.startswith("base_model.") for key in hub.read_vissl_trunk(checkpoint))
+    path = tmp_path / "codes.bin"
+    compress.main(["encode", "--checkpoint", str(checkpoint), "--data", "digits", "--limit", str(LIMIT),
+                   "--out", str(path)])  # fmt: skip
+    api = Compressor.from_checkpoint(checkpoint)
+    assert torch.equal(api.decompress_dataset(path), torch.from_numpy(eval_forward(checkpoint, "test").z_hat))
 
 
 def test_checkpoint_errors_name_the_problem(runs, tmp_path):

@@ -26,6 +26,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from vissl.config import AttrDict
 from vissl.models import build_model
+from vissl.models.model_helpers import get_trunk_output_feature_names
 
 from vissl_issl.architectures.packed_outputs import split_bottleneck
 from vissl_issl.checkpoints import CheckpointError, check_fits, describe_checkpoint, describe_run, read_vissl_model
@@ -85,8 +86,10 @@ def load_model(checkpoint: str, config: AttrDict) -> nn.Module:
 
 
 def head_inputs(model: nn.Module, index: int, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(trunk features, input of heads[index])`` of a batch, as the model's forward computes them."""
-    features = trunk_output(model.trunk, images)
+    """``(trunk features, input of heads[index])`` of a batch, as the model's forward computes them
+    (a frozen trunk, VISSL's FeatureExtractorModel, needs the feature names the model passes)."""
+    names = get_trunk_output_feature_names(model.model_config)
+    features = trunk_output(lambda batch: model.trunk(batch, names), images)
     inputs = features
     if getattr(model, "head_crops", None) is None:
         for head in model.heads[:index]:
