@@ -23,6 +23,7 @@ setup(
         "setuptools<81",
         "torch>=2.1",
         "torchvision",
+        "kornia>=0.9",  # device-side augmentation (vissl_issl/data/device_augmentation.py)
         "hydra-core>=1.3,<1.4",
         "numpy>=1.26",
         "scikit-learn>=1.3",

@@ -407,7 +407,10 @@ def test_cvr_recipes_compose_with_the_authors_settings(recipe):
     crops = data.TRANSFORMS[0]
     assert crops["name"] == "ImgPilToMultiCrop" and crops["num_crops"] == [2] and crops["size_crops"] == [224]
     assert crops["crop_scales"] == [[0.08, 1]]
-    jitter = find(data.TRANSFORMS, "ColorJitter")
+    # The workers crop and flip; the photometric transforms run on the device (DEVICE_AUGMENTATION).
+    assert [t["name"] for t in data.TRANSFORMS] == ["ImgPilToMultiCrop", "RandomHorizontalFlip", "PILToTensor"]
+    photometric = data.DEVICE_TRANSFORMS
+    jitter = find(photometric, "ColorJitter")
     assert jitter["prob"] == [0.8, 0.8]
     assert {k: jitter["transforms"][0][k] for k in ("brightness", "contrast", "saturation", "hue")} == {
         "brightness": 0.4,
@@ -415,9 +418,9 @@ def test_cvr_recipes_compose_with_the_authors_settings(recipe):
         "saturation": 0.2,
         "hue": 0.1,
     }
-    assert [t["p"] for t in data.TRANSFORMS if t["name"] == "RandomGrayscale"] == [0.2]
-    assert find(data.TRANSFORMS, "ImgPilGaussianBlur")["prob"] == [1.0, 0.1]
-    assert find(data.TRANSFORMS, "ImgPilRandomSolarize")["prob"] == [0.0, 0.2]
+    assert [t["p"] for t in photometric if t["name"] == "RandomGrayscale"] == [0.2]
+    assert find(photometric, "ImgPilGaussianBlur")["prob"] == [1.0, 0.1]
+    assert find(photometric, "ImgPilRandomSolarize")["prob"] == [0.0, 0.2]
     # ResNet-50 (2x) and the 2-layer 4096-wide projection head to 256.
     assert config.MODEL.TRUNK.NAME == "resnet" and config.MODEL.TRUNK.RESNETS.DEPTH == 50
     assert config.MODEL.TRUNK.RESNETS.WIDTH_MULTIPLIER == width
@@ -444,7 +447,10 @@ def test_each_c_simclr_recipe_is_its_simclr_baseline_with_another_loss(recipe):
 
 
 def test_the_cvr_augmentations_build_and_make_two_views():
-    config = compose(["config=pretrain/c_simclr/c_simclr_resnet50_e300"])[1]
+    # The PIL pipeline as written, which the device augmentation reproduces in distribution.
+    config = compose(
+        ["config=pretrain/c_simclr/c_simclr_resnet50_e300", "config.DATA.TRAIN.DEVICE_AUGMENTATION=False"]
+    )[1]
     transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
     image = Image.fromarray((torch.rand(256, 300, 3) * 255).byte().numpy())
     sample = transform({"data": [image], "label": [0], "data_valid": [1], "data_idx": [0]})

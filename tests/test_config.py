@@ -244,7 +244,10 @@ def test_w_mse_imagenet100_recipes_compose_with_the_authors_readme_command(views
     # The authors' final README, ImageNet-100: --dataset imagenet --epoch 240 --lr 2e-3 --emb 128
     # --w_size 256 --crop_s0 0.08 --cj0 0.8 --cj1 0.8 --cj2 0.8 --cj3 0.2 --gs_p 0.2, and for
     # W-MSE 4 --num_samples 4 --bs 256 (W-MSE 2: the defaults, 2 views, bs 512, w_iter 1).
-    _, config = compose([f"config=pretrain/w_mse/w_mse{views}_resnet18_imagenet100"])
+    # The authors' order, as written; with DEVICE_AUGMENTATION the flip moves ahead of the colour steps.
+    _, config = compose(
+        [f"config=pretrain/w_mse/w_mse{views}_resnet18_imagenet100", "config.DATA.TRAIN.DEVICE_AUGMENTATION=False"]
+    )
     block = config.LOSS.w_mse_loss
     assert (block.num_samples, block.embedding_dim, block.w_size, block.w_iter) == (views, 128, 256, 1)
     batch = config.DATA.TRAIN.BATCHSIZE_PER_REPLICA
@@ -278,7 +281,10 @@ def test_w_mse_imagenet100_transforms_build_four_224px_views_with_the_blur():
     from PIL import Image
     from vissl.data.ssl_transforms import get_transform
 
-    _, config = compose(["config=pretrain/w_mse/w_mse4_resnet18_imagenet100"])
+    # The PIL pipeline as written, which the device augmentation reproduces in distribution.
+    _, config = compose(
+        ["config=pretrain/w_mse/w_mse4_resnet18_imagenet100", "config.DATA.TRAIN.DEVICE_AUGMENTATION=False"]
+    )
     transform = get_transform(config.DATA.TRAIN.TRANSFORMS)
     sample = {
         "data": [Image.new("RGB", (500, 375), (120, 60, 30))],

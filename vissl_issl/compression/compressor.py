@@ -82,8 +82,9 @@ def bottleneck_state(heads: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 
 
 def normalization(config: Mapping[str, Any]) -> Optional[T.Normalize]:
-    """The first ``Normalize`` of ``DATA.TRAIN.TRANSFORMS`` (also inside VISSL's multi-crop
-    ``transforms`` lists), which the model's inputs went through; None if there is none."""
+    """The first ``Normalize`` of ``DATA.TRAIN.TRANSFORMS`` then ``DATA.TRAIN.DEVICE_TRANSFORMS`` (device-side
+    augmentation; also inside VISSL's multi-crop ``transforms`` lists), which the model's inputs went through; None
+    if there is none."""
 
     def find(transforms: Sequence[Mapping[str, Any]]) -> Optional[T.Normalize]:
         for transform in transforms:
@@ -94,7 +95,8 @@ def normalization(config: Mapping[str, Any]) -> Optional[T.Normalize]:
                 return found
         return None
 
-    return find(config.get("DATA", {}).get("TRAIN", {}).get("TRANSFORMS") or [])
+    train = config.get("DATA", {}).get("TRAIN", {})
+    return find([*(train.get("TRANSFORMS") or []), *(train.get("DEVICE_TRANSFORMS") or [])])
 
 
 def images_of(batch: Batch) -> Tensor:

@@ -213,8 +213,9 @@ def caltech101_splits(root: Path, transform: T.Compose) -> Dict[str, Dataset]:
 
 
 def pretraining_normalization(config: AttrDict, kind: str) -> Tuple[List[float], List[float]]:
-    """Mean and std of the config's TRAIN ``Normalize`` transform, else the spec's usual ones."""
-    for transform in config.DATA.TRAIN.TRANSFORMS:
+    """Mean and std of the config's TRAIN ``Normalize`` transform (in ``DEVICE_TRANSFORMS`` with device-side
+    augmentation), else the spec's usual ones."""
+    for transform in [*config.DATA.TRAIN.TRANSFORMS, *config.DATA.TRAIN.get("DEVICE_TRANSFORMS", [])]:
         if transform["name"] == "Normalize":
             return list(transform["mean"]), list(transform["std"])
     return (DIGITS_MEAN, DIGITS_STD) if kind == "digits" else (IMAGENET_MEAN, IMAGENET_STD)

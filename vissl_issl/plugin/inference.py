@@ -1,10 +1,12 @@
 """The plugin's config inference, run by its launcher after VISSL's ``infer_and_assert_hydra_config``
 and before any process starts, so that a bad config fails with the offending key named instead of
-mid-training: folder label paths, FSDP heads, then the loss's own
+mid-training: folder label paths, FSDP heads, the device augmentation's split of the TRAIN transforms,
+then the loss's own
 ``infer_config`` (:class:`vissl_issl.losses.base.MethodLoss`).
 """
 
 from vissl_issl.plugin.checkpointing import resume_iterations_exactly
+from vissl_issl.plugin.device_augmentation import infer_device_augmentation
 from vissl_issl.plugin.hooks.grad_value_clip import clip_value
 from vissl_issl.plugin.hooks.online_eval import online_eval_config
 from vissl_issl.plugin.input_checks import check_max_broken_fractions
@@ -111,6 +113,7 @@ def infer_and_check(config) -> None:
     check_representation_dim(config)
     clip_value(config.MODEL)
     check_max_broken_fractions(config)
+    infer_device_augmentation(config)
     online_eval_config(config)
     resume_iterations_exactly(config)
     loss_cls = LOSS_REGISTRY.get(config.LOSS.name)

@@ -7,6 +7,7 @@ SLURM jobs, and unpickling it imports ``vissl_issl.plugin``, which registers the
 
 from typing import Callable, Dict, List
 
+from vissl_issl.plugin.device_augmentation import device_augmentation_hooks
 from vissl_issl.plugin.hooks.broken_images import broken_images_hook
 from vissl_issl.plugin.hooks.grad_value_clip import GradValueClipHook, clip_value
 from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
@@ -25,10 +26,11 @@ HOOKS: Dict[str, Callable[[], ClassyHook]] = {
 
 def hook_generator(cfg) -> List[ClassyHook]:
     """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the generator
-    states' hook (it snapshots before VISSL's checkpoint hook saves), plus the hooks the configured
-    loss asks for and gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's
-    NaN checks give way to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`). The online
-    evaluation (``HOOKS.ONLINE_EVAL``) comes last, after VISSL's checkpoint hook saved the epoch."""
+    states' hook and, with ``DATA.TRAIN.DEVICE_AUGMENTATION``, the device augmentation's (both
+    snapshot before VISSL's checkpoint hook saves), plus the hooks the configured loss asks for and
+    gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's NaN checks give way
+    to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`). The online evaluation
+    (``HOOKS.ONLINE_EVAL``) comes last, after VISSL's checkpoint hook saved the epoch."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
     from vissl_issl.plugin.hooks.dino_teacher import DinoTeacherHook
@@ -38,7 +40,8 @@ def hook_generator(cfg) -> List[ClassyHook]:
     from vissl.hooks import default_hook_generator
     from vissl.hooks.dino_hooks import DINOHook
 
-    hooks = [RngStateHook(), broken_images_hook(cfg)]  # both before VISSL's checkpoint hook
+    # all before VISSL's checkpoint hook
+    hooks = [RngStateHook(), broken_images_hook(cfg), *device_augmentation_hooks(cfg)]
     hooks += [DinoTeacherHook() if type(hook) is DINOHook else hook for hook in default_hook_generator(cfg)]
     if cfg.HOOKS.CHECK_NAN:
         hooks = guard_non_finite(hooks)
