@@ -3,6 +3,7 @@ process and says why a row did not run; the data-loader benchmark times the reci
 the tables land in their own section of a markdown file."""
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -81,11 +82,14 @@ def test_crop_specs_are_checked():
 
 
 @pytest.mark.slow
-def test_data_benchmark_times_each_pipeline_per_worker(tmp_path):
-    doc = tmp_path / "benchmarks.md"
-    benchmark.main(
-        ["data", "--crops", "m2", "m8", "--workers", "1", "--batch", "2", "--batches", "1", "--doc", str(doc)]
-    )
+def test_data_benchmark_times_stock_and_plugin_paths_per_worker(tmp_path):
+    doc, results = tmp_path / "benchmarks.md", tmp_path / "data.json"
+    benchmark.main(["data", "--crops", "m2", "m8", "--workers", "1", "--batch", "2", "--batches", "1",
+                    "--doc", str(doc), "--json", str(results)])  # fmt: skip
     rows = table_rows(doc.read_text())
     assert set(rows) == {"`parts/crops_m2` (2x224)", "`parts/crops_m8` (2x224+6x96)"}
-    assert all(float(cells[0]) > 0 for cells in rows.values())
+    for workers, stock, plugin, ratio, device_ms in rows.values():
+        assert workers == "1" and float(stock) > 0 and float(plugin) > 0 and float(device_ms) > 0
+        assert ratio == f"{float(plugin) / float(stock):.2f}x"
+    pipelines = json.loads(results.read_text())["pipelines"]
+    assert set(pipelines) == {"m2", "m8"} and all(set(p) >= {"stock", "plugin"} for p in pipelines.values())

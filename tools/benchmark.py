@@ -3,6 +3,7 @@
     bash tools/env.sh python tools/benchmark.py step [--device cpu|gpu] [--batch N] [--crops 2x224 ...]
                                                      [--methods ...] [--steps N] [--repeats N] [--doc FILE]
     bash tools/env.sh python tools/benchmark.py data [--crops m2 m6 m8] [--workers N ...] [--folder DIR] [--doc FILE]
+                                                     [--json FILE]
 
 ``step`` runs VISSL's own training step (``standard_train_step``, with the hooks of the plugin's
 hook generator, DDP wrapping, AMP and SyncBN on GPU) for each method in a fresh process, on the same
@@ -17,7 +18,9 @@ plugin's apex-free LARC (the DISSL recipe's optimizer), except the compressors, 
 LARC and keep their recipe's AdamW.
 
 ``data`` times VISSL's dataset + the recipes' real augmentation pipelines + the collator per
-DataLoader worker on JPEGs (ImageNet-sized synthetic ones unless ``--folder`` points at real ones).
+DataLoader worker on JPEGs (ImageNet-sized synthetic ones unless ``--folder`` points at real ones),
+VISSL's stock pipeline next to the plugin's worker path (``DATA.TRAIN.DEVICE_AUGMENTATION``), and
+the device part's cost per batch.
 
 Both print a markdown table and, with ``--doc``, replace that table's section (between
 ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``, NAME ``step-<device>-b<batch>-<crops>``
@@ -408,18 +411,22 @@ def write_jpegs(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / "class0" / f"{index}.jpg", quality=90)
 
 
-def loader_rate(part: str, folder: Path, workers: int, batch: int, batches: int) -> float:
-    """Images/s of VISSL's dataset + ``parts/crops_<part>`` transforms + multicrop collator with
-    ``workers`` DataLoader workers; the first batch (worker start-up) is excluded."""
+def part_transforms(part: str) -> List[dict]:
+    """The full (PIL) augmentation list of ``parts/crops_<part>``, as VISSL's stock pipeline runs it."""
+    from omegaconf import OmegaConf
+
+    train = OmegaConf.load(REPO / "configs/config/pretrain/parts" / f"crops_{part}.yaml").config.DATA.TRAIN
+    return OmegaConf.to_container(train.TRANSFORMS)
+
+
+def loader_rate(transforms: List[dict], folder: Path, workers: int, batch: int, batches: int) -> float:
+    """Images/s of VISSL's dataset + ``transforms`` + multicrop collator with ``workers`` DataLoader
+    workers; the first batch (worker start-up) is excluded."""
     from vissl_issl.plugin.launcher import compose
 
     import torch
-    from omegaconf import OmegaConf
     from vissl.data import build_dataloader, build_dataset
 
-    transforms = OmegaConf.load(
-        REPO / "configs/config/pretrain/parts" / f"crops_{part}.yaml"
-    ).config.DATA.TRAIN.TRANSFORMS
     _, config = compose(
         [
             "config=pretrain/dissl/dissl_resnet50_dNone_e100_m2",
@@ -430,7 +437,7 @@ def loader_rate(part: str, folder: Path, workers: int, batch: int, batches: int)
             "config.MACHINE.DEVICE=cpu",
         ]
     )
-    config.DATA.TRAIN.TRANSFORMS = OmegaConf.to_container(transforms)
+    config.DATA.TRAIN.TRANSFORMS = transforms
     dataset = build_dataset(config, "TRAIN")
     loader = build_dataloader(
         dataset=dataset,
@@ -446,6 +453,34 @@ def loader_rate(part: str, folder: Path, workers: int, batch: int, batches: int)
     for _ in range(batches):
         next(iterator)
     return batches * batch / (time.perf_counter() - start)
+
+
+def device_ms_per_batch(transforms: List[dict], batch: int, repeats: int) -> float:
+    """Median milliseconds of the device part of ``transforms`` on one batch of ``batch`` images
+    with all their crops (uint8, one call per crop size, as the training hook runs it), on the GPU
+    when there is one."""
+    import torch
+
+    from vissl_issl.data.device_augmentation import DeviceAugmentation, split_transforms
+
+    multicrop = transforms[0]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    augmentation = DeviceAugmentation(split_transforms(transforms)[1]).to(device)
+    views = [
+        torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+        for size, count in zip(multicrop["size_crops"], multicrop["num_crops"])
+        for _ in range(count)
+    ]
+    timings = []
+    for _ in range(repeats + 1):  # the first call warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        augmentation.augment_views(views)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return 1000 * statistics.median(timings[1:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,25 +533,46 @@ def step_main(args: argparse.Namespace) -> None:
 
 
 def data_main(args: argparse.Namespace) -> None:
+    """VISSL's stock pipeline (every transform in the workers) and the plugin's worker path
+    (``DATA.TRAIN.DEVICE_AUGMENTATION``: decode, crops and flip, uint8 out) side by side, in one run,
+    and the device part's cost per batch."""
     import vissl_issl.plugin  # noqa: F401
 
+    from vissl_issl.data.device_augmentation import split_transforms
+
+    source = f"`{args.folder}`" if args.folder else "synthetic 500x375 JPEGs"
+    import torch
+
+    device = "GPU" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     lines = [
-        f"Images/s per DataLoader worker, batch {args.batch}, "
-        f"{'`' + str(args.folder) + '`' if args.folder else 'synthetic 500x375 JPEGs'}:",
+        f"Images/s per DataLoader worker, batch {args.batch}, {source}; stock: VISSL's PIL pipeline in the "
+        "workers; plugin: the workers' part with `DATA.TRAIN.DEVICE_AUGMENTATION` (its device part's cost "
+        f"per batch of {args.batch} images with all crops, {device}, in the last column):",
         "",
-        "| crops | " + " | ".join(f"{w} worker{'s' * (w > 1)}: images/s per worker" for w in args.workers) + " |",
-        "|---|" + "---|" * len(args.workers),
+        "| crops | workers | stock images/s per worker | plugin images/s per worker | plugin / stock "
+        "| device part, ms per batch |",
+        "|---|---|---|---|---|---|",
     ]
+    results: Dict[str, Dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
         if folder is None:
             folder = Path(tmp)
             write_jpegs(folder, args.batch * (args.batches + 1) * max(args.workers))
         for part in args.crops:
-            rates = [loader_rate(part, folder, w, args.batch, args.batches) / w for w in args.workers]
-            lines.append(
-                f"| `parts/crops_{part}` ({CROP_PARTS[part]}) | " + " | ".join(f"{r:.1f}" for r in rates) + " |"
-            )
+            transforms = part_transforms(part)
+            worker_part = split_transforms(transforms)[0]
+            device_ms = device_ms_per_batch(transforms, args.batch, args.batches)
+            for workers in args.workers:
+                # Interleaved, so that a slow spell of a shared machine hits both paths alike.
+                stock = loader_rate(transforms, folder, workers, args.batch, args.batches) / workers
+                plugin = loader_rate(worker_part, folder, workers, args.batch, args.batches) / workers
+                lines.append(f"| `parts/crops_{part}` ({CROP_PARTS[part]}) | {workers} | {stock:.1f} | "
+                             f"{plugin:.1f} | {plugin / stock:.2f}x | {device_ms:.1f} |")  # fmt: skip
+                if workers == args.workers[0]:
+                    results[part] = {"stock": stock, "plugin": plugin, "device_ms_per_batch": device_ms}
+    if args.json:
+        args.json.write_text(json.dumps({"workers": args.workers[0], "batch": args.batch, "pipelines": results}))
     report(args, "data", "\n".join(lines) + "\n")
 
 
@@ -545,6 +601,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     data.add_argument("--batches", type=int, default=4, help="timed batches per measurement")
     data.add_argument("--folder", type=Path, help="an image folder (class sub-folders) instead of synthetic JPEGs")
     data.add_argument("--doc", type=Path, help="write the table into this markdown file")
+    data.add_argument("--json", type=Path, help='write {"pipelines": {crops: {"stock": ips, "plugin": ips, ...}}}')
     args = parser.parse_args(argv)
     if args.command == "step":
         step_main(args)
