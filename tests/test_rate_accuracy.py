@@ -15,7 +15,7 @@ def fake_report(directory: Path, payload: float, top1: float, codecs: bool) -> N
     results = {
         "splits": {"test": {"payload_bits_per_image": payload, "file_bits_per_image": payload + 9,
                             "estimated_bits_per_image": payload - 30}},
-        "probe": {"z_hat": {"test_top1": top1}},
+        "probe": {"z_hat": {"test_top1": top1}, "trunk": {"test_top1": 97.5}},
     }  # fmt: skip
     if codecs:  # JPEG reaches 90% only at q=5 (1500 bits), its cheapest setting q=1 reaches 80%
         points = [("jpeg", 1, 1200.0, 80.0), ("jpeg", 5, 1500.0, 90.0), ("jpeg", 50, 3000.0, 95.0),
@@ -70,13 +70,14 @@ def test_report_table_csv_and_figure(tmp_path):
 
     with open(tmp_path / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 3 + 3 * 5  # three compressor runs, five codec points per (trunk, seed)
+    assert len(rows) == 3 + 3 * (5 + 1)  # three compressor runs; five codec points and the features per report
     table = (tmp_path / "table.md").read_text()
     # seed 1: JPEG reaches 90% at 1500 bits = 5.0x ours; seed 2 needs 91%: 3000 bits = 9.375x; WebP
     # reaches both at its cheapest setting (400 bits), so at the sweep's edge
     assert "| dissl | 28.854 | 2 | 310.0 ± 14.1 |" in table
     assert "| 7.2 ± 3.1x | 1.3 ± 0.1x (2 at sweep edge) |" in table
     assert "| random | 28.854 | 1 | 500.0 |" in table and "| never | never |" in table
+    assert "| dissl | uncompressed float32 features | 2 | - | 97.50 ± 0.00 |" in table
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 0 and (tmp_path / "rate_accuracy.pdf").is_file()
 
 

@@ -43,6 +43,7 @@ TRUNKS = ("dissl", "random")
 DEFAULT_BETAS = (0.1, 0.5, 3.0, 28.854)  # 28.854: the authors' CLIP compressor (code beta 0.05)
 QUALITIES = ("1", "2", "5", "10", "20", "30", "50", "70", "90", "95")
 REPORT_FILE = "report/results.json"
+FEATURES = "features"  # the trunk's float32 features, uncompressed
 
 
 def compressor_dir(out: Path, trunk: str, beta: float, seed: int) -> Path:
@@ -132,6 +133,10 @@ def csv_rows(found: List[Dict]) -> List[Dict]:
             "setting": "", "payload_bits": test["payload_bits_per_image"], "file_bits": test["file_bits_per_image"],
             "estimated_bits": test["estimated_bits_per_image"], "test_top1": probes["z_hat"]["test_top1"],
         })  # fmt: skip
+        if record["results"].get("classical"):  # once per trunk and seed: the uncompressed features
+            rows.append({"trunk": record["trunk"], "seed": record["seed"], "representation": FEATURES, "beta": "",
+                         "setting": "", "payload_bits": "", "file_bits": "", "estimated_bits": "",
+                         "test_top1": probes["trunk"]["test_top1"]})  # fmt: skip
     for (trunk, seed), points in codec_points(found).items():
         for point in points:
             bits = point["bits_per_image"]["test"]
@@ -187,9 +192,12 @@ def table(rows: List[Dict]) -> str:
         )
     lines += ["", "Codecs (the same trunk's features of the decoded images):", "",
               "| trunk | codec setting | seeds | bits/image | top-1 |", "|---|---|---|---|---|"]  # fmt: skip
-    codecs = [row for row in rows if row["representation"] != "z_hat"]
+    codecs = [row for row in rows if row["representation"] not in ("z_hat", FEATURES)]
     for (trunk, setting), group in grouped(codecs, ("trunk", "setting")).items():
         lines.append(f"| {trunk} | {setting} | {len(group)} | {summary([r['payload_bits'] for r in group])} "
+                     f"| {summary([r['test_top1'] for r in group], 2)} |")  # fmt: skip
+    for (trunk,), group in grouped([row for row in rows if row["representation"] == FEATURES], ("trunk",)).items():
+        lines.append(f"| {trunk} | uncompressed float32 features | {len(group)} | - "
                      f"| {summary([r['test_top1'] for r in group], 2)} |")  # fmt: skip
     lines += ["", "JPEG/WebP columns: the codec's bits at the cheapest setting whose top-1 reaches the decoded "
               "codes' top-1, as a multiple of ours, per seed; \"at sweep edge\": reached at the lowest quality "
@@ -222,6 +230,11 @@ def figure(rows: List[Dict], path: Path) -> None:
                           yerr=[t[1] for _, t in points], fmt="s" + styles[trunk] if representation == "z_hat"
                           else "o" + styles[trunk], color=colour, markersize=4, capsize=2, alpha=0.85,
                           label=f"{name}, {trunk} trunk")  # fmt: skip
+    for trunk in TRUNKS:
+        features = [row["test_top1"] for row in rows if row["trunk"] == trunk and row["representation"] == FEATURES]
+        if features:
+            axis.axhline(statistics.mean(features), color="grey", linestyle=styles[trunk], linewidth=0.8,
+                         label=f"uncompressed features, {trunk} trunk")  # fmt: skip
     axis.set(xscale="log", xlabel="bits per image (test; each image's byte string, no container)",
              ylabel="linear probe top-1 (%)", title="Rate vs accuracy on digits (mean ± std over seeds)")  # fmt: skip
     axis.grid(True, which="both", alpha=0.3)
