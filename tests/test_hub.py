@@ -230,7 +230,7 @@ def test_hub_lists_exactly_the_entrypoints():
     finally:
         sys.path.remove(str(REPO))
     listed = [name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_")]
-    assert sorted(listed) == sorted([*RELEASES, "preprocessor", "from_checkpoint"])
+    assert sorted(listed) == sorted([*RELEASES, "preprocessor", "from_checkpoint", "compressor"])
 
 
 @pytest.mark.parametrize("name", list(RELEASES))

@@ -1,7 +1,9 @@
 """Speed benchmarks: every method's training step side by side, and the augmentation pipelines.
 
     bash tools/env.sh python tools/benchmark.py step [--device cpu|gpu] [--batch N] [--crops 2x224 ...]
-                                                     [--methods ...] [--steps N] [--repeats N] [--doc FILE]
+                                                     [--methods ...] [--steps N] [--repeats N]
+                                                     [--step-options KEY=VALUE ...] [--doc FILE]
+    bash tools/env.sh python tools/benchmark.py trunk [--depth 18|50] [--batch N] [--size PX] [--variants ...]
     bash tools/env.sh python tools/benchmark.py data [--crops m2 m6 m8] [--workers N ...] [--folder DIR] [--doc FILE]
                                                      [--json FILE]
 
@@ -15,7 +17,14 @@ median over repeats. The phases are VISSL's own
 ``PerfTimer`` sections (CUDA events on GPU); "hooks" is the time in hooks inside the step (DINO's
 and BYOL's teacher forward and EMA), "other" the rest of the loop. Every row uses SGD with the
 plugin's apex-free LARC (the DISSL recipe's optimizer), except the compressors, whose losses refuse
-LARC and keep their recipe's AdamW.
+LARC and keep their recipe's AdamW. ``--step-options`` sets ``config.MODEL.STEP_OPTIONS`` of every
+row (``CHANNELS_LAST=True AUTOCAST=bfloat16 COMPILE=True``; bf16 autocast replaces the fp16 AMP
+that GPU rows use otherwise; a compiled trunk compiles in the warm-up steps, once per crop size).
+
+``trunk`` times the trunk's forward + backward alone under the step options
+(``config.MODEL.STEP_OPTIONS`` as the plugin applies them: fp32, channels_last, bf16, both,
+compile), the variants taking turns within each repeat; ratios to fp32 are medians of per-repeat
+ratios.
 
 ``data`` times VISSL's dataset + the recipes' real augmentation pipelines + the collator per
 DataLoader worker on JPEGs (ImageNet-sized synthetic ones unless ``--folder`` points at real ones),
@@ -23,8 +32,8 @@ VISSL's stock pipeline next to the plugin's worker path (``DATA.TRAIN.DEVICE_AUG
 the device part's cost per batch.
 
 Both print a markdown table and, with ``--doc``, replace that table's section (between
-``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``, NAME ``step-<device>-b<batch>-<crops>``
-or ``data``) in the file, with the command, machine and versions.
+``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``, NAME ``step-<device>-b<batch>-<crops>``,
+followed by ``-<key>=<value>`` for each step option, or ``data``) in the file, with the command, machine and versions.
 """
 
 import argparse
@@ -125,9 +134,16 @@ def transforms_override(crops: Sequence[Tuple[int, int]]) -> str:
 
 
 def row_overrides(
-    method: Benchmark, crops: Sequence[Tuple[int, int]], device: str, batch: int, depth: int, out: Path
+    method: Benchmark,
+    crops: Sequence[Tuple[int, int]],
+    device: str,
+    batch: int,
+    depth: int,
+    out: Path,
+    step_options: Sequence[str] = (),
 ) -> List[str]:
     gpu = device == "gpu"
+    bf16 = "AUTOCAST=bfloat16" in step_options  # instead of VISSL's fp16 AMP: the two are exclusive
     overrides = [
         f"config={method.config}",
         *method.overrides,
@@ -150,7 +166,7 @@ def row_overrides(
         "config.DISTRIBUTED.NUM_PROC_PER_NODE=1",
         "config.DISTRIBUTED.INIT_METHOD=tcp",
         "config.DISTRIBUTED.RUN_ID=auto",
-        f"config.MODEL.AMP_PARAMS.USE_AMP={gpu}",
+        f"config.MODEL.AMP_PARAMS.USE_AMP={gpu and not bf16}",
         "config.MODEL.AMP_PARAMS.AMP_TYPE=pytorch",
         f"config.MODEL.SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN={gpu}",
         "config.MODEL.SYNC_BN_CONFIG.SYNC_BN_TYPE=pytorch",
@@ -161,6 +177,7 @@ def row_overrides(
         "config.HOOKS.PERF_STATS.MONITOR_PERF_STATS=False",
         "config.HOOKS.TENSORBOARD_SETUP.USE_TENSORBOARD=False",
         "config.SEED_VALUE=0",
+        *(f"++config.MODEL.STEP_OPTIONS.{option}" for option in step_options),
     ]
     return overrides
 
@@ -252,7 +269,8 @@ def run_row(args: argparse.Namespace) -> Dict[str, object]:
 
     method, crops, cuda = METHODS[args.method], parse_crops(args.crops), args.device == "gpu"
     with tempfile.TemporaryDirectory() as out:
-        _, config = compose(row_overrides(method, crops, args.device, args.batch, args.depth, Path(out)))
+        overrides = row_overrides(method, crops, args.device, args.batch, args.depth, Path(out), args.step_options)
+        _, config = compose(overrides)
         os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
         trainer = SelfSupervisionTrainer(
             config, get_dist_run_id(config, 1), checkpoint_folder=out, hooks=hook_generator(config)
@@ -332,7 +350,7 @@ def measure(args: argparse.Namespace, method: str, crops: str) -> Dict[str, obje
         command = [
             sys.executable, __file__, "_row", "--method", method, "--crops", crops, "--device", args.device,
             "--batch", str(args.batch), "--depth", str(args.depth), "--warmup", str(args.warmup),
-            "--steps", str(args.steps), "--result", str(result_file),
+            "--steps", str(args.steps), "--result", str(result_file), "--step-options", *args.step_options,
         ]  # fmt: skip
         run = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         if run.returncode != 0:
@@ -529,7 +547,74 @@ def step_main(args: argparse.Namespace) -> None:
             print(f"repeat {repeat + 1}/{args.repeats}: {method} on {crops} ...", file=sys.stderr, flush=True)
             repeats[(method, crops)].append(measure(args, method, crops))
     results = {**skipped, **{row: median_of_repeats(r, args.batch) for row, r in repeats.items()}}
-    report(args, f"step-{args.device}-b{args.batch}-{'-'.join(args.crops)}", step_table(args, results))
+    options = "".join(f"-{option.lower()}" for option in args.step_options)
+    report(args, f"step-{args.device}-b{args.batch}-{'-'.join(args.crops)}{options}", step_table(args, results))
+
+
+TRUNK_VARIANTS = {
+    "fp32": {},
+    "channels_last": {"channels_last": True},
+    "bf16": {"autocast": "bfloat16"},
+    "both": {"channels_last": True, "autocast": "bfloat16"},
+    "compile": {"compile": True},
+}
+
+
+def trunk_main(args: argparse.Namespace) -> None:
+    from vissl_issl.plugin.step_options import StepOptions, apply_step_options
+
+    import torch
+    import torch.nn as nn
+
+    from vissl_issl.architectures.resnet import ResNetArch, build_resnet
+
+    class Model(nn.Module):  # what apply_step_options takes: a model with a .trunk
+        def __init__(self, trunk: nn.Module):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.trunk(images)
+
+    small = args.depth == 18
+    arch = ResNetArch(args.depth, small_image_stem=small, maxpool=True)
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    models = {}
+    for name in args.variants:
+        torch.manual_seed(0)
+        models[name] = Model(build_resnet(arch))
+        options = dict(TRUNK_VARIANTS[name])
+        if "autocast" in options:
+            options["autocast"] = torch.bfloat16
+        apply_step_options(models[name], StepOptions(**options), "cpu")
+
+    def step(model: nn.Module) -> None:
+        model(images).float().square().mean().backward()
+        for parameter in model.parameters():
+            parameter.grad = None
+
+    for model in models.values():  # warm-up (and compilation)
+        step(model)
+        step(model)
+    times: Dict[str, List[float]] = {name: [] for name in args.variants}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step(model)
+            times[name].append(1000 * (time.perf_counter() - start) / args.steps)
+    first = args.variants[0]
+    lines = [
+        f"ResNet-{args.depth}, batch {args.batch} x {args.size} px, forward + backward, {torch.get_num_threads()} "
+        f"threads, {args.steps} steps x {args.repeats} interleaved repeats:",
+        "",
+        f"| variant | ms per step (median) | speed-up vs {first} |",
+        "|---|---|---|",
+    ]
+    for name in args.variants:
+        ratio = statistics.median(a / b for a, b in zip(times[first], times[name]))
+        lines.append(f"| {name} | {statistics.median(times[name]):.0f} | {ratio:.2f}x |")
+    report(args, f"trunk-r{args.depth}-b{args.batch}-{args.size}px", "\n".join(lines) + "\n")
 
 
 def data_main(args: argparse.Namespace) -> None:
@@ -588,12 +673,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     step.add_argument("--warmup", type=int, default=3)
     step.add_argument("--steps", type=int, default=5, help="steps per repeat")
     step.add_argument("--repeats", type=int, default=3)
+    step.add_argument(
+        "--step-options",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config.MODEL.STEP_OPTIONS of every row, e.g. CHANNELS_LAST=True AUTOCAST=bfloat16 COMPILE=True",
+    )
     step.add_argument("--doc", type=Path, help="write the table into this markdown file")
     row = commands.add_parser("_row")  # one row, run by `step` in a fresh process
     for name in ("--method", "--crops", "--device", "--result"):
         row.add_argument(name, required=True)
     for name in ("--batch", "--depth", "--warmup", "--steps"):
         row.add_argument(name, type=int, required=True)
+    row.add_argument("--step-options", nargs="*", default=[])
+    trunk = commands.add_parser("trunk", help="the trunk's forward + backward under the step options")
+    trunk.add_argument("--depth", type=int, choices=[18, 50], default=50)
+    trunk.add_argument("--batch", type=int, default=32)
+    trunk.add_argument("--size", type=int, default=96, help="image side in pixels")
+    trunk.add_argument("--variants", nargs="+", choices=list(TRUNK_VARIANTS), default=list(TRUNK_VARIANTS))
+    trunk.add_argument("--steps", type=int, default=1)
+    trunk.add_argument("--repeats", type=int, default=6)
+    trunk.add_argument("--doc", type=Path, help="write the table into this markdown file")
     data = commands.add_parser("data", help="images/s of the augmentation pipelines per worker")
     data.add_argument("--crops", nargs="+", choices=list(CROP_PARTS), default=list(CROP_PARTS))
     data.add_argument("--workers", nargs="+", type=int, default=[1, os.cpu_count() or 1])
@@ -607,6 +708,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         step_main(args)
     elif args.command == "data":
         data_main(args)
+    elif args.command == "trunk":
+        trunk_main(args)
     else:
         Path(args.result).write_text(json.dumps(run_row(args)))
 

@@ -1,6 +1,7 @@
 """VISSL registration: ``import vissl_issl.plugin`` makes VISSL 0.1.6 work on today's stack
 (:mod:`vissl_issl.compat`) and registers every loss, head, trunk, model, data source and collator
-of the plugin with VISSL's registries.
+of the plugin with VISSL's registries; VISSL's task then applies ``config.MODEL.STEP_OPTIONS`` to the
+model it builds (:mod:`vissl_issl.plugin.step_options`).
 
 VISSL has no plugin mechanism: registration happens at import, which is why the plugin's
 ``tools/run_distributed_engines.py`` imports this package at module top (re-run in every spawned
@@ -12,6 +13,16 @@ from vissl_issl import compat
 
 compat.apply_all()
 
-from vissl_issl.plugin import checkpointing, data, heads, heads_on_crops, hooks, losses, trunks  # noqa: E402,F401
+from vissl_issl.plugin import (  # noqa: E402,F401
+    checkpointing,
+    data,
+    heads,
+    heads_on_crops,
+    hooks,
+    losses,
+    step_options,
+    trunks,
+)
 
 checkpointing.install_writers()
+step_options.install()

@@ -1,7 +1,7 @@
 """The plugin's config inference, run by its launcher after VISSL's ``infer_and_assert_hydra_config``
 and before any process starts, so that a bad config fails with the offending key named instead of
 mid-training: folder label paths, FSDP heads, the device augmentation's split of the TRAIN transforms,
-then the loss's own
+the step options (``config.MODEL.STEP_OPTIONS``), then the loss's own
 ``infer_config`` (:class:`vissl_issl.losses.base.MethodLoss`).
 """
 
@@ -10,6 +10,7 @@ from vissl_issl.plugin.device_augmentation import infer_device_augmentation
 from vissl_issl.plugin.hooks.grad_value_clip import clip_value
 from vissl_issl.plugin.hooks.online_eval import online_eval_config
 from vissl_issl.plugin.input_checks import check_max_broken_fractions
+from vissl_issl.plugin.step_options import read_step_options
 
 from classy_vision.losses import LOSS_REGISTRY
 
@@ -112,6 +113,7 @@ def infer_and_check(config) -> None:
     check_dino_epochs(config)
     check_representation_dim(config)
     clip_value(config.MODEL)
+    read_step_options(config)
     check_max_broken_fractions(config)
     infer_device_augmentation(config)
     online_eval_config(config)
