@@ -29,10 +29,10 @@ run would have drawn, also after a resume in the middle of a phase. The hook mus
 checkpoint hook.
 """
 
-import logging
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Union
 
 from vissl_issl.plugin.hooks.base import PluginHook
+from vissl_issl.plugin.hooks.rng_state import own_rank_state
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from classy_vision.hooks import ClassyHook
 
 from vissl_issl.config import ConfigError, count_crops
 from vissl_issl.data.device_augmentation import DeviceAugmentation, split_transforms
-from vissl_issl.maths.distributed import gather_objects, rank, world_size
+from vissl_issl.maths.distributed import gather_objects, rank
 
 ENABLE = "DEVICE_AUGMENTATION"
 DEVICE_TRANSFORMS = "DEVICE_TRANSFORMS"
@@ -158,16 +158,9 @@ class DeviceAugmentationHook(PluginHook):
         return self.snapshot
 
     def restore(self, state: Dict[str, Any]) -> None:
-        if not state:
-            return  # a checkpoint written without device augmentation
-        ranks = state["ranks"]
-        if len(ranks) != world_size():
-            logging.warning(
-                f"The checkpoint holds the device augmentation's generator states of {len(ranks)} ranks and this "
-                f"run has {world_size()}: each rank keeps its fresh seed"
-            )
-            return
-        self.augmentation.set_generator_state(ranks[rank()])
+        own = own_rank_state(state, "device augmentation's generator states")
+        if own is not None:
+            self.augmentation.set_generator_state(own)
 
 
 def device_augmentation_hooks(cfg) -> List[ClassyHook]:

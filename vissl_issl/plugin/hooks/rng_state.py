@@ -31,6 +31,21 @@ from vissl_issl.maths.distributed import gather_objects, rank, world_size
 State = Dict[str, Any]
 
 
+def own_rank_state(state: State, what: str) -> Optional[Any]:
+    """This rank's entry of a checkpointed ``{"ranks": [one per rank]}``; None (each rank keeps its
+    fresh seed, with a warning) for a checkpoint without it or of another number of ranks."""
+    if not state:
+        return None  # a checkpoint written without the hook
+    ranks = state["ranks"]
+    if len(ranks) != world_size():
+        logging.warning(
+            f"The checkpoint holds the {what} of {len(ranks)} ranks and this run has {world_size()}: each rank "
+            "keeps its fresh seed, so the resumed run draws other augmentations than the one it resumes"
+        )
+        return None
+    return ranks[rank()]
+
+
 def generator_states() -> State:
     # NumPy's uint32 key as an int64 tensor: classy_vision loads checkpoints with torch.load's
     # weights_only=True, which refuses NumPy arrays, and torch cannot pickle uint32 tensors.
@@ -86,16 +101,10 @@ class RngStateHook(PluginHook):
         return self.snapshot
 
     def restore(self, state: State) -> None:
-        if not state:
-            return  # a checkpoint written without this hook
-        ranks = state["ranks"]
-        if len(ranks) != world_size():
-            logging.warning(
-                f"The checkpoint holds the generator states of {len(ranks)} ranks and this run has {world_size()}: "
-                "each rank keeps its fresh seed, so the resumed run draws other augmentations than the one it resumes"
-            )
+        own = own_rank_state(state, "generator states")
+        if own is None:
             return
         if state["mid_phase"]:
-            self.pending = ranks[rank()]
+            self.pending = own
         else:
-            set_generator_states(ranks[rank()])
+            set_generator_states(own)
