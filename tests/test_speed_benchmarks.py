@@ -59,7 +59,7 @@ def test_step_rows_time_vissls_step_and_skipped_rows_say_why(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_a_failing_row_stops_the_run_with_its_error(monkeypatch):
-    args = argparse.Namespace(device="cpu", batch=2, depth=50, warmup=1, steps=1, repeats=1)
+    args = argparse.Namespace(device="cpu", batch=2, depth=50, warmup=1, steps=1, repeats=1, step_options=[])
     # The row runs in another process, which does not know this method: its traceback must come
     # back, not just an exit code.
     monkeypatch.setitem(benchmark.METHODS, "broken", benchmark.Benchmark("broken", "pretrain/dissl/no_such_recipe"))
