@@ -74,20 +74,18 @@ def report_compressor(checkpoint: Path, directory: Path, codecs: bool) -> None:
 def run(out: Path, seeds: Sequence[int], betas: Sequence[float]) -> None:
     """Every seed's trunk, compressors and reports not done yet (see the module doc)."""
     plan = [(seed, trunk, beta) for seed in seeds for trunk in TRUNKS for beta in betas]
-    started, done = time.time(), 0
+    spent: List[float] = []  # seconds of each run done in this call: the estimate of the rest
     for index, (seed, trunk, beta) in enumerate(plan, start=1):
         directory = compressor_dir(out, trunk, beta, seed)
         if (directory / REPORT_FILE).is_file():
-            started = time.time()  # the estimate counts only runs done in this call
             continue
-        left = ""
-        if done:
-            left = f", about {duration((time.time() - started) / done * (len(plan) - index + 1))} left"
+        left = f", about {duration(statistics.mean(spent) * (len(plan) - index + 1))} left" if spent else ""
         print(f"[{index}/{len(plan)}] rate_accuracy: {trunk} trunk, beta {beta:g}, seed {seed}{left}", flush=True)
+        start = time.time()
         weights = train_trunk(out, seed) if trunk == "dissl" else None
         checkpoint = train_compressor(directory, weights, beta, seed)
         report_compressor(checkpoint, directory, codecs=beta == max(betas))
-        done += 1
+        spent.append(time.time() - start)
 
 
 # ---------------------------------------------------------------- report
