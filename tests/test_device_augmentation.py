@@ -495,7 +495,7 @@ def test_a_launcher_run_augments_on_the_device_and_checkpoints_the_generator(run
     """One epoch of the digits recipe with SimCLR colour distortion moved to the device: the dumped
     config has the split, the loss is finite and the checkpoint holds every rank's generator state."""
     transforms = "[{name:ImgReplicatePil,num_times:2},{name:ImgPilColorDistortion,strength:0.5},{name:ToTensor}]"
-    run = run_launcher(["+config.DATA.TRAIN.DEVICE_AUGMENTATION=True", f"config.DATA.TRAIN.TRANSFORMS={transforms}",
+    run = run_launcher(["config.DATA.TRAIN.DEVICE_AUGMENTATION=True", f"config.DATA.TRAIN.TRANSFORMS={transforms}",
                         "config.OPTIMIZER.num_epochs=1"])  # fmt: skip
     config = yaml.safe_load((run / "train_config.yaml").read_text())["DATA"]["TRAIN"]
     assert [t["name"] for t in config["TRANSFORMS"]] == ["ImgReplicatePil", "PILToTensor"]

@@ -33,6 +33,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CHANNELS_LAST = StepOptions(channels_last=True)
 BF16 = StepOptions(autocast=torch.bfloat16)
+# On a CPU without oneDNN's bf16 kernels the option falls back to fp32 (tested below with the check
+# patched); the bf16 maths itself can only be tested where the kernels are.
+needs_cpu_bf16 = pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 kernels (AVX-512)"
+)
 
 
 # ---------------------------------------------------------------- config
@@ -142,6 +147,7 @@ def test_channels_last_runs_the_trunk_in_nhwc_with_the_outputs_and_gradients_of_
     assert all(t.is_contiguous() for t in [*fast.state_dict().values(), *fast_grads.values()])
 
 
+@needs_cpu_bf16
 def test_bf16_autocast_runs_trunk_and_heads_in_bf16_and_the_loss_in_fp32(digits):
     plain, fast = digits_model(digits), digits_model(digits, BF16)
     trunk_dtypes = []
@@ -157,6 +163,19 @@ def test_bf16_autocast_runs_trunk_and_heads_in_bf16_and_the_loss_in_fp32(digits)
     assert all(grad.dtype == torch.float32 and grad.isfinite().all() for grad in fast_grads.values())
 
 
+def test_bf16_on_a_cpu_without_bf16_kernels_runs_in_fp32_with_a_warning_naming_the_key(digits, monkeypatch, caplog):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        fast = digits_model(digits, StepOptions(channels_last=True, autocast=torch.bfloat16))
+    assert f"{KEY}.AUTOCAST='bfloat16' but this CPU has no bf16 kernels" in caplog.text
+    trunk_dtypes = []
+    fast.trunk.register_forward_hook(lambda module, args, out: trunk_dtypes.extend(o.dtype for o in out))
+    with torch.no_grad():
+        fast(batch())
+    assert trunk_dtypes == [torch.float32]
+
+
+@needs_cpu_bf16
 def test_a_deep_copy_runs_as_the_model_it_copies(digits):
     """BYOL's momentum target is a deep copy of the model: it keeps the options (its own hooks)."""
     model = digits_model(digits, StepOptions(channels_last=True, autocast=torch.bfloat16))
@@ -276,6 +295,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@needs_cpu_bf16
 def test_a_digits_run_with_channels_last_and_bf16_trains_and_its_checkpoint_loads_as_a_trunk(trained):
     losses = [r["loss"] for r in logged(trained) if "loss" in r]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # 2 epochs of 32 images / 16 per step

@@ -74,8 +74,8 @@ def restore_numpy_aliases() -> bool:
     return restored
 
 
-def fused_sgd_supported(param_groups) -> bool:
-    """torch's fused SGD kernel takes floating-point CPU and CUDA tensors."""
+def fused_kernel_supported(param_groups) -> bool:
+    """torch's fused SGD, Adam and AdamW kernels take floating-point CPU and CUDA tensors."""
     groups = param_groups if isinstance(param_groups[0], dict) else [{"params": param_groups}]
     params = [p for group in groups for p in group["params"]]
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
@@ -106,7 +106,7 @@ def larc_without_apex() -> bool:
             nesterov=self._nesterov,
             momentum=self._momentum,
             weight_decay=self._weight_decay,
-            fused=fused_sgd_supported(param_groups) or None,
+            fused=fused_kernel_supported(param_groups) or None,
         )
         if self._use_larc:
             self.optimizer = LARC(self.optimizer, **self._larc_config)

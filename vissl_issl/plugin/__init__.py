@@ -16,6 +16,7 @@ compat.apply_all()
 from vissl_issl.plugin import (  # noqa: E402,F401
     checkpointing,
     data,
+    fused_optimizers,
     heads,
     heads_on_crops,
     hooks,
@@ -25,4 +26,5 @@ from vissl_issl.plugin import (  # noqa: E402,F401
 )
 
 checkpointing.install_writers()
+fused_optimizers.install()
 step_options.install()

@@ -4,6 +4,7 @@ recipe in::
     DATA:
       TRAIN:
         DEVICE_AUGMENTATION: True   # default False; on the command line +config.DATA.TRAIN.DEVICE_AUGMENTATION=True
+                                    # (without the + where the recipe sets it, as the digits part does)
 
 At launch, :func:`infer_device_augmentation` (the plugin's config inference) splits the recipe's
 ``TRANSFORMS``: ``config.DATA.TRAIN.TRANSFORMS`` becomes the worker part (the geometric transforms,

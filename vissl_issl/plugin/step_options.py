@@ -23,7 +23,9 @@ command line a new key takes a leading ``+``, or ``++`` to set it whether a reci
 - ``AUTOCAST: bfloat16``: the whole model forward (trunk and heads) runs under
   ``torch.autocast(<device>, torch.bfloat16)`` on CPU or CUDA, and its outputs are handed back in
   fp32, so every loss, the plugin's and VISSL's, computes outside autocast in fp32 on fp32 inputs
-  (gradients flow back through the cast). bf16 has fp32's exponent range: no loss scaler.
+  (gradients flow back through the cast). bf16 has fp32's exponent range: no loss scaler. On a
+  CPU without oneDNN's bf16 kernels (no AVX-512), where emulated bf16 is slower than fp32, the
+  model runs in fp32 and a warning names the key: a recipe may turn bf16 on for every CPU.
   VISSL's own AMP (``config.MODEL.AMP_PARAMS``: fp16 autocast around forward *and* loss, with a
   GradScaler) stays available and unchanged; the two are exclusive. A deep copy of the model
   (BYOL's momentum target) runs the same way: it keeps the model's hooks. VISSL's DINO teacher,
@@ -199,6 +201,11 @@ def apply_step_options(model: nn.Module, options: StepOptions, device_type: str)
                 f"{KEY}.AUTOCAST='bfloat16' but {torch.cuda.get_device_name()} has no bf16 support: use "
                 "config.MODEL.AMP_PARAMS (fp16 autocast with VISSL's GradScaler)"
             )
+        if device_type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            logging.warning(
+                f"{KEY}.AUTOCAST='bfloat16' but this CPU has no bf16 kernels (AVX-512): the model runs in fp32"
+            )
+            return
         autocast = Autocast(options.autocast)
         model.register_forward_pre_hook(autocast.enter)
         model.register_forward_hook(autocast.leave, always_call=True)
