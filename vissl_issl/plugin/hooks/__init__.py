@@ -9,6 +9,7 @@ from typing import Callable, Dict, List
 
 from vissl_issl.plugin.device_augmentation import device_augmentation_hooks
 from vissl_issl.plugin.hooks.broken_images import broken_images_hook
+from vissl_issl.plugin.hooks.frozen_heap import FrozenHeapHook
 from vissl_issl.plugin.hooks.grad_value_clip import GradValueClipHook, clip_value
 from vissl_issl.plugin.hooks.momentum_target import MomentumTargetHook
 from vissl_issl.plugin.hooks.online_eval import OnlineEvalHook, online_eval_enabled
@@ -25,9 +26,9 @@ HOOKS: Dict[str, Callable[[], ClassyHook]] = {
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
-    """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the generator
-    states' hook and, with ``DATA.TRAIN.DEVICE_AUGMENTATION``, the device augmentation's (both
-    snapshot before VISSL's checkpoint hook saves), plus the hooks the configured loss asks for and
+    """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the frozen heap's
+    (:mod:`vissl_issl.plugin.hooks.frozen_heap`), the generator states' and, with
+    ``DATA.TRAIN.DEVICE_AUGMENTATION``, the device augmentation's (both snapshot before VISSL's checkpoint hook saves), plus the hooks the configured loss asks for and
     gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's NaN checks give way
     to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`). The online evaluation
     (``HOOKS.ONLINE_EVAL``) comes last, after VISSL's checkpoint hook saved the epoch."""
@@ -41,7 +42,7 @@ def hook_generator(cfg) -> List[ClassyHook]:
     from vissl.hooks.dino_hooks import DINOHook
 
     # all before VISSL's checkpoint hook
-    hooks = [RngStateHook(), broken_images_hook(cfg), *device_augmentation_hooks(cfg)]
+    hooks = [FrozenHeapHook(), RngStateHook(), broken_images_hook(cfg), *device_augmentation_hooks(cfg)]
     hooks += [DinoTeacherHook() if type(hook) is DINOHook else hook for hook in default_hook_generator(cfg)]
     if cfg.HOOKS.CHECK_NAN:
         hooks = guard_non_finite(hooks)
