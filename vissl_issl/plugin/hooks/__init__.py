@@ -28,10 +28,11 @@ HOOKS: Dict[str, Callable[[], ClassyHook]] = {
 def hook_generator(cfg) -> List[ClassyHook]:
     """VISSL's default hooks with its DINO teacher replaced by the plugin's, after the frozen heap's
     (:mod:`vissl_issl.plugin.hooks.frozen_heap`), the generator states' and, with
-    ``DATA.TRAIN.DEVICE_AUGMENTATION``, the device augmentation's (both snapshot before VISSL's checkpoint hook saves), plus the hooks the configured loss asks for and
-    gradient clipping by value when configured. With ``HOOKS.CHECK_NAN`` VISSL's NaN checks give way
-    to the plugin's (:mod:`vissl_issl.plugin.hooks.non_finite`). The online evaluation
-    (``HOOKS.ONLINE_EVAL``) comes last, after VISSL's checkpoint hook saved the epoch."""
+    ``DATA.TRAIN.DEVICE_AUGMENTATION``, the device augmentation's (both snapshot before VISSL's
+    checkpoint hook saves), plus the hooks the configured loss asks for and gradient clipping by
+    value when configured. With ``HOOKS.CHECK_NAN`` VISSL's NaN checks give way to the plugin's
+    (:mod:`vissl_issl.plugin.hooks.non_finite`). The online evaluation (``HOOKS.ONLINE_EVAL``)
+    comes last, after VISSL's checkpoint hook saved the epoch."""
     # Imported here, as in VISSL's launcher: importing vissl.hooks at module top breaks the
     # MKL threading layer of submitit processes.
     from vissl_issl.plugin.hooks.dino_teacher import DinoTeacherHook
