@@ -127,6 +127,7 @@ def source_with(tmp_path: Path, transforms: str) -> DiskImages:
             f"config.DATA.TRAIN.DATA_PATHS=[{tmp_path}]",
             # DISSL needs 2 views
             f"config.DATA.TRAIN.TRANSFORMS=[{{name:ImgReplicatePil,num_times:2}},{transforms}]",
+            "config.DATA.TRAIN.DEVICE_AUGMENTATION=False",  # these transforms end in PIL images
         ]
     )[1]
     return DiskImages(config, "disk_folder", str(tmp_path), "TRAIN", "folder")
