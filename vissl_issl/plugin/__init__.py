@@ -1,7 +1,8 @@
 """VISSL registration: ``import vissl_issl.plugin`` makes VISSL 0.1.6 work on today's stack
 (:mod:`vissl_issl.compat`) and registers every loss, head, trunk, model, data source and collator
 of the plugin with VISSL's registries; VISSL's task then applies ``config.MODEL.STEP_OPTIONS`` to the
-model it builds (:mod:`vissl_issl.plugin.step_options`).
+model it builds (:mod:`vissl_issl.plugin.step_options`), and classy's ``adam``/``adamw`` build
+torch's fused kernels (:mod:`vissl_issl.plugin.fused_optimizers`).
 
 VISSL has no plugin mechanism: registration happens at import, which is why the plugin's
 ``tools/run_distributed_engines.py`` imports this package at module top (re-run in every spawned
