@@ -150,7 +150,7 @@ def test_a_killed_run_resumes_and_reports_a_table_and_both_figures(tmp_path):
     assert {row["train_rows"] for row in results if row["probe"] == "linear_0.5"} == {"8"}  # half of 16 images
     assert all(0 <= float(row["max_top1"]) <= 100 for row in results)
     table = (folder / "table.md").read_text()
-    assert "| z=512 | linear, 1 of the labels | 2 |" in table
+    assert "| z=512 | linear, 100% of the labels | 2 |" in table
     for name in ("fig7a", "fig7c"):
         for suffix in ("png", "pdf"):
             assert (folder / f"{name}.{suffix}").stat().st_size > 0

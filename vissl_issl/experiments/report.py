@@ -70,7 +70,7 @@ def table(experiment: Experiment, found: List[Dict]) -> str:
             picked = [row for row in found if row["cell"] == cell.name and row["probe"] == probe.name]
             authors = "–" if cell.authors is None or probe.label_fraction != 1 else f"{cell.authors:.1f}"
             lines.append(
-                f"| {cell.name} | {probe.head}, {probe.label_fraction:g} of the labels | {len(picked)} "
+                f"| {cell.name} | {probe.head}, {100 * probe.label_fraction:g}% of the labels | {len(picked)} "
                 f"| {summary([row['max_top1'] for row in picked])} "
                 f"| {summary([row['selected_top1'] for row in picked])} | {authors} |"
             )
