@@ -46,10 +46,13 @@ def test_classy_adam_is_fused_and_steps_as_transcribed(name):
         p.grad = torch.tensor(g)
         optimizer.step(where=0.0)
     np.testing.assert_allclose(p.detach().numpy(), numpy_adam(start, grads, decoupled=name == "adamw"), rtol=1e-12)
+    # Its own checkpoint, read back, keeps the fused kernel for the resumed run.
+    optimizer.optimizer.load_state_dict(copy.deepcopy(optimizer.optimizer.state_dict()))
+    assert optimizer.optimizer.param_groups[0]["fused"]
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw"])
-def test_a_checkpoint_of_the_per_tensor_loop_resumes_in_the_fused_kernel(name):
+def test_a_checkpoint_of_the_per_tensor_loop_loads_and_continues_with_the_same_steps(name):
     torch_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
     torch.manual_seed(0)
     grads = [torch.randn(4, 3) for _ in range(5)]
