@@ -54,6 +54,30 @@ def test_data_spec_names_what_is_missing(tmp_path):
         Data.parse(f"tinyimagenet:{tmp_path}")
 
 
+def test_the_table_says_which_differences_exceed_the_seed_spread():
+    from vissl_issl.experiments.definitions import Cell, Experiment, Probe
+    from vissl_issl.experiments.report import table
+
+    probes = (Probe("linear", 1.0), Probe("linear", 0.1))
+    experiment = Experiment("toy", "toy", tuple(Cell(name, "r", (), probes) for name in ("a", "b", "c")))
+    top1 = {  # (cell, probe) -> max top-1 per seed; selected = max - 1
+        ("a", "linear_1"): [80, 82], ("b", "linear_1"): [90, 92], ("c", "linear_1"): [86, 94],
+        ("a", "linear_0.1"): [50, 52], ("b", "linear_0.1"): [55], ("c", "linear_0.1"): [40, 60],
+    }  # fmt: skip
+    found = [
+        {"cell": cell, "probe": probe, "max_top1": value, "selected_top1": value - 1}
+        for (cell, probe), values in top1.items()
+        for value in values
+    ]
+    lines = {tuple(line.split(" | ")[:2]): line for line in table(experiment, found).splitlines()}
+    # b - a: +10, stds 1.4 + 1.4 -> exceeds; c - b: -1, stds 5.7 + 1.4 -> within; b has one seed at 10%.
+    assert "| 91.0 ± 1.4 | 90.0 ± 1.4 | +10.0 (exceeds the spread) |" in lines[("| b", "linear, 100% of the labels")]
+    assert "| -1.0 (within the spread) |" in lines[("| c", "linear, 100% of the labels")]
+    assert "| 55.0 | 54.0 | +4.0 (one seed) |" in lines[("| b", "linear, 10% of the labels")]
+    assert "| 50.0 ± 14.1 | 49.0 ± 14.1 | -5.0 (one seed) |" in lines[("| c", "linear, 10% of the labels")]
+    assert "| – |" in lines[("| a", "linear, 100% of the labels")]  # nothing above the first cell
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_every_cell_composes_in_the_digits_edition(name):

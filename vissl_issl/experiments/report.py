@@ -3,7 +3,8 @@
 Every number is a test top-1 (%) of the authors' TinyImageNet probe protocol, given two ways:
 ``max`` is the best test accuracy over the probe's weight-decay sweep (what the ISSL paper reports),
 ``selected`` the test accuracy at the weight decay chosen on held-out train rows (no test label
-chose it). Tables and figures show the mean over seeds with the sample standard deviation.
+chose it). Tables and figures show the mean over seeds with the sample standard deviation; a
+difference between two cells exceeds the seed spread when their mean ± std intervals do not overlap.
 """
 
 import csv
@@ -55,25 +56,43 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def change(values: List[float], before: List[float]) -> str:
+    """``values``' mean minus ``before``'s, and whether it exceeds the seed spread (the two mean ± std
+    intervals do not overlap); a spread needs two seeds on both sides."""
+    if not values or not before:
+        return "–"
+    (mean, std), (mean_before, std_before) = mean_std(values), mean_std(before)
+    if min(len(values), len(before)) < 2:
+        verdict = "one seed"
+    else:
+        verdict = "exceeds the spread" if abs(mean - mean_before) > std + std_before else "within the spread"
+    return f"{mean - mean_before:+.1f} ({verdict})"
+
+
 def table(experiment: Experiment, found: List[Dict]) -> str:
     lines = [
         f"# {experiment.title}",
         "",
         "Test top-1 (%), mean ± std over seeds; `max` is the best over the probe's wd sweep (the paper's",
-        "number), `selected` the wd chosen on held-out train rows.",
+        "number), `selected` the wd chosen on held-out train rows. `max vs. above` compares `max` with the",
+        "nearest cell above that has the same probe; the difference exceeds the seed spread when the two",
+        "mean ± std intervals do not overlap.",
         "",
-        "| cell | probe | seeds | max | selected | authors (1 seed, TinyImageNet) |",
-        "|---|---|---|---|---|---|",
+        "| cell | probe | seeds | max | selected | max vs. above | authors (1 seed, TinyImageNet) |",
+        "|---|---|---|---|---|---|---|",
     ]
+    above: Dict[str, List[float]] = {}
     for cell in experiment.cells:
         for probe in cell.probes:
             picked = [row for row in found if row["cell"] == cell.name and row["probe"] == probe.name]
+            best = [row["max_top1"] for row in picked]
             authors = "–" if cell.authors is None or probe.label_fraction != 1 else f"{cell.authors:.1f}"
             lines.append(
                 f"| {cell.name} | {probe.head}, {100 * probe.label_fraction:g}% of the labels | {len(picked)} "
-                f"| {summary([row['max_top1'] for row in picked])} "
-                f"| {summary([row['selected_top1'] for row in picked])} | {authors} |"
+                f"| {summary(best)} | {summary([row['selected_top1'] for row in picked])} "
+                f"| {change(best, above.get(probe.name, []))} | {authors} |"
             )
+            above[probe.name] = best
     return "\n".join(lines) + "\n"
 
 
