@@ -2,6 +2,7 @@
 resumed and reported."""
 
 import csv
+import json
 import os
 import signal
 import textwrap
@@ -65,9 +66,10 @@ def test_the_table_says_which_differences_exceed_the_seed_spread():
         ("a", "linear_0.1"): [50, 52], ("b", "linear_0.1"): [55], ("c", "linear_0.1"): [40, 60],
     }  # fmt: skip
     found = [
-        {"cell": cell, "probe": probe, "max_top1": value, "selected_top1": value - 1}
+        {"cell": cell, "probe": probe, "seed": seed, "max_top1": value, "selected_top1": value - 1}
+        | {"pretrain_seconds": None, "probe_seconds": None}
         for (cell, probe), values in top1.items()
-        for value in values
+        for seed, value in enumerate(values, start=1)
     ]
     lines = {tuple(line.split(" | ")[:2]): line for line in table(experiment, found).splitlines()}
     # b - a: +10, stds 1.4 + 1.4 -> exceeds; c - b: -1, stds 5.7 + 1.4 -> within; b has one seed at 10%.
@@ -76,6 +78,19 @@ def test_the_table_says_which_differences_exceed_the_seed_spread():
     assert "| 55.0 | 54.0 | +4.0 (one seed) |" in lines[("| b", "linear, 10% of the labels")]
     assert "| 50.0 ± 14.1 | 49.0 ± 14.1 | -5.0 (one seed) |" in lines[("| c", "linear, 10% of the labels")]
     assert "| – |" in lines[("| a", "linear, 100% of the labels")]  # nothing above the first cell
+    assert "Wall-clock per run" in table(experiment, found) and "none recorded" in table(experiment, found)
+
+
+def test_run_times_count_each_run_once_and_skip_unrecorded_pretraining():
+    from vissl_issl.experiments.report import run_times
+
+    runs = {("a", 1): (600, 60), ("a", 2): (None, 120), ("b", 1): (1200, 90)}  # ("a", 2) was resumed
+    found = [
+        {"cell": cell, "seed": seed, "probe": probe, "pretrain_seconds": pretrain, "probe_seconds": probing}
+        for (cell, seed), (pretrain, probing) in runs.items()
+        for probe in ("linear_1", "linear_0.1")
+    ]
+    assert run_times(found).endswith(": pretrain 15.0 min (10.0-20.0, 2 runs), probe 1.5 min (1.0-2.0, 3 runs).")
 
 
 @pytest.mark.slow
@@ -175,6 +190,10 @@ def test_a_killed_run_resumes_and_reports_a_table_and_both_figures(tmp_path):
     assert all(0 <= float(row["max_top1"]) <= 100 for row in results)
     table = (folder / "table.md").read_text()
     assert "| z=512 | linear, 100% of the labels | 2 |" in table
+    # The first run was pretrained whole by the killed call, so it recorded its pretraining time.
+    first_seconds = json.loads(first.read_text())["seconds"]
+    assert first_seconds["pretrain"] > 0 and first_seconds["probe"] >= 0
+    assert "pretrain " in table.splitlines()[-1]
     for name in ("fig7a", "fig7c"):
         for suffix in ("png", "pdf"):
             assert (folder / f"{name}.{suffix}").stat().st_size > 0

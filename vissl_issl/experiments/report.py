@@ -17,7 +17,7 @@ from vissl_issl.experiments.definitions import Experiment
 from vissl_issl.experiments.runner import PROBES_FILE, run_dir
 
 COLUMNS = ("experiment", "cell", "seed", "recipe", "probe", "head", "label_fraction", "train_rows",
-           "selected_top1", "selected_wd", "max_top1")  # fmt: skip
+           "selected_top1", "selected_wd", "max_top1", "pretrain_seconds", "probe_seconds")  # fmt: skip
 
 
 def rows(experiment: Experiment, out: Path, seeds: List[int]) -> List[Dict]:
@@ -29,12 +29,14 @@ def rows(experiment: Experiment, out: Path, seeds: List[int]) -> List[Dict]:
             if not path.is_file():
                 continue
             record = json.loads(path.read_text())
+            seconds = record.get("seconds", {})  # runs from before the runner recorded them have none
             for name, result in record["probes"].items():
                 found.append({
                     "experiment": experiment.name, "cell": cell.name, "seed": seed, "recipe": cell.recipe,
                     "probe": name, "head": result["head"], "label_fraction": result["label_fraction"],
                     "train_rows": result["train_rows"], "selected_top1": result["test_top1"],
                     "selected_wd": result["wd"], "max_top1": result["max_test_top1"],
+                    "pretrain_seconds": seconds.get("pretrain"), "probe_seconds": seconds.get("probe"),
                 })  # fmt: skip
     return found
 
@@ -93,7 +95,20 @@ def table(experiment: Experiment, found: List[Dict]) -> str:
                 f"| {change(best, above.get(probe.name, []))} | {authors} |"
             )
             above[probe.name] = best
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", run_times(found)]) + "\n"
+
+
+def run_times(found: List[Dict]) -> str:
+    """The median pretraining and probing wall-clock minutes over the runs that recorded them."""
+    runs = {(row["cell"], row["seed"]): row for row in found}.values()
+    parts = []
+    for stage in ("pretrain", "probe"):
+        minutes = [row[f"{stage}_seconds"] / 60 for row in runs if row[f"{stage}_seconds"] is not None]
+        if minutes:
+            spread = f"{min(minutes):.1f}-{max(minutes):.1f}, {len(minutes)} runs"
+            parts.append(f"{stage} {statistics.median(minutes):.1f} min ({spread})")
+    timed = ", ".join(parts) if parts else "none recorded"
+    return f"Wall-clock per run, median (range, runs that recorded it; a resumed run records no pretraining): {timed}."
 
 
 def write_csv(found: List[Dict], path: Path) -> None:

@@ -1,10 +1,11 @@
 """Runs an experiment's cells x seeds through the plugin launcher and probes each finished run.
 
 Layout: ``<out>/<experiment>/<cell>/seed<k>/`` is a run's VISSL checkpoint dir (``train_config.yaml``,
-checkpoints, logs), its cached features (``features/``) and ``probes.json``. A run whose final
-checkpoint exists is not pretrained again; one that was killed resumes from its last checkpoint
-(VISSL's ``AUTO_RESUME``); a run whose ``probes.json`` holds every probe is skipped. So ``run``
-can be killed at any moment and started again with the same arguments. Once a run is probed, its
+checkpoints, logs), its cached features (``features/``) and ``probes.json`` (the probes' results and
+the run's wall-clock seconds). A run whose final checkpoint exists is not pretrained again; one that
+was killed resumes from its last checkpoint (VISSL's ``AUTO_RESUME``); a run whose ``probes.json``
+holds every probe is skipped. So ``run`` can be killed at any moment and started again with the same
+arguments. Once a run is probed, its
 intermediate checkpoints are deleted (they only served resuming; 160 MB each for a ResNet-18 with
 Adam, 30 GB over the four experiments' 3 seeds); the final one stays.
 
@@ -184,13 +185,20 @@ def run(
         eta = f", about {duration(sum(spent) / len(spent) * left)} left" if spent else ""
         print(f"[{index}/{len(plan)}] {experiment.name}: {cell.name}, seed {seed}{eta}", flush=True)
         start = time.time()
+        # Pretraining time is recorded only for a run pretrained whole by this call: a resumed or
+        # SLURM run's clock would leave out the part done elsewhere.
+        pretrain_seconds = None
         if pretrained(directory) is None:
+            from_scratch = not any(directory.glob("model_*.torch"))
             pretrain(overrides[cell], directory, seed, slurm)
             if slurm:
                 continue  # probed by a later `run`, once the job has written its final checkpoint
+            pretrain_seconds = round(time.time() - start) if from_scratch else None
+        probing = time.time()
         record = {"experiment": experiment.name, "cell": cell.name, "seed": seed, "recipe": cell.recipe}
         record["overrides"] = overrides[cell]
         record["probes"] = probe_run(cell, data, directory, seed, workers)
+        record["seconds"] = {"pretrain": pretrain_seconds, "probe": round(time.time() - probing)}
         probes_file.write_text(json.dumps(record, indent=2))
         prune_intermediate_checkpoints(directory)
         spent.append(time.time() - start)
