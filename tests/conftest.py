@@ -36,7 +36,11 @@ TINY_DISSL = [f"config={DISSL_DIGITS}", *TINY]
 
 
 def pytest_collection_modifyitems(config, items):
-    """``soak`` tests (long variants) run only when ``-m`` names them: ``pytest -m soak``."""
+    """``soak`` tests (long variants) run only when ``-m`` names them: ``pytest -m soak``. Files with
+    ``slow`` tests come first: tools/test.sh hands files to the workers in this order, so the last
+    ones handed out are short and the two workers finish together."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept within each part
     if "soak" in config.option.markexpr:
         return
     kept = [item for item in items if item.get_closest_marker("soak") is None]

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Dict, List
@@ -189,3 +191,15 @@ def test_linear_benchmark_runs_end_to_end(tmp_path):
     meter = "test_accuracy_list_meter"
     test_top1 = [m[meter]["top_1"]["res5avg"] for m in metrics if meter in m]
     assert len(test_top1) == 1 and 0.0 <= test_top1[0] <= 100.0
+
+
+@pytest.mark.slow
+def test_importing_the_plugin_leaves_sklearn_unimported(tmp_path):
+    # Every launcher, rank and tool process imports the plugin; sklearn costs ~1 s of each and is
+    # needed only by processes that read the digits.
+    script = tmp_path / "imports.py"
+    script.write_text("import sys\nimport vissl_issl.plugin\nprint(sorted(m for m in sys.modules if 'sklearn' in m))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+    assert Path(digits.bundled_data_file()).is_file()

@@ -12,13 +12,12 @@ Registered with VISSL as the data source ``sklearn_digits`` by :mod:`vissl_issl.
 """
 
 import functools
-from importlib import resources
+import importlib.util
+from pathlib import Path
 from typing import Any, List, Mapping, Tuple
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SOURCE_NAME = "sklearn_digits"
 DATASET_NAME = "sklearn_digits"
@@ -43,6 +42,11 @@ def check_split(split: str) -> str:
 @functools.lru_cache(maxsize=None)
 def split_indices(split: str) -> np.ndarray:
     """Indices into ``load_digits()`` of one split, ascending and read-only."""
+    # sklearn is imported here, not at module level: importing it takes ~1 s and every process that
+    # imports the plugin (launchers, ranks, tools) would pay it, most without reading a digit.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     labels = load_digits().target
     train, test = train_test_split(
         np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
@@ -55,6 +59,8 @@ def split_indices(split: str) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def load_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(images, labels)`` of one split: uint8 ``N x 8 x 8`` in 0..255 and int64 ``N``, read-only."""
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     indices = split_indices(split)
     images = np.rint(digits.images[indices] * (255 / MAX_PIXEL)).astype(np.uint8)
@@ -102,4 +108,6 @@ class DigitsDataset:
 
 
 def bundled_data_file() -> str:
-    return str(resources.files("sklearn.datasets") / "data" / "digits.csv.gz")
+    """The CSV inside the scikit-learn wheel that ``load_digits`` reads, found without importing
+    sklearn (the plugin registers it at import)."""
+    return str(Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "data" / "digits.csv.gz")
