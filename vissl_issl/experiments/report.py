@@ -105,7 +105,7 @@ def run_times(found: List[Dict]) -> str:
     for stage in ("pretrain", "probe"):
         minutes = [row[f"{stage}_seconds"] / 60 for row in runs if row[f"{stage}_seconds"] is not None]
         if minutes:
-            spread = f"{min(minutes):.1f}-{max(minutes):.1f}, {len(minutes)} runs"
+            spread = f"{min(minutes):.1f}-{max(minutes):.1f}, {len(minutes)} run{'s' * (len(minutes) != 1)}"
             parts.append(f"{stage} {statistics.median(minutes):.1f} min ({spread})")
     timed = ", ".join(parts) if parts else "none recorded"
     return f"Wall-clock per run, median (range, runs that recorded it; a resumed run records no pretraining): {timed}."
